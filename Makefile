@@ -1,0 +1,51 @@
+# The verbs of the orders platform. `make demo` and `make test` are the two a new
+# user needs; both install and start what they need (see README.md).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Build cache outside the clone: fresh clones (CI) reuse what earlier builds compiled.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/orders-platform/target
+CARGO ?= cargo
+# Integration tests mostly wait on processes and servers: run more of them at once than there are cores.
+TEST_THREADS ?= 8
+
+.PHONY: help toolchain up down status build run stop demo test fmt lint bench
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+toolchain:
+	@command -v $(CARGO) >/dev/null || { echo "Rust is missing: install it with rustup (https://rustup.rs), then run make again" >&2; exit 1; }
+
+up: ## start the local Kafka and PostgreSQL (installing them when missing)
+	deploy/local/infra.sh up
+
+down: stop ## stop the services, Kafka and PostgreSQL started by this project
+	deploy/local/infra.sh down
+
+status: ## what runs, where, and where its log is
+	-deploy/local/infra.sh status
+	-deploy/local/services.sh status
+
+build: toolchain ## build the five service binaries
+	$(CARGO) build --workspace --bins
+
+run: up build ## start the five services in the background (logs in .local/services)
+	deploy/local/services.sh start
+
+stop: ## stop the services gracefully
+	deploy/local/services.sh stop
+
+demo: run ## the main job: infrastructure up, services running, results shown
+	deploy/local/demo.sh
+
+fmt: toolchain
+	$(CARGO) fmt --all
+
+lint: toolchain ## format check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test: up lint ## everything the tests need, then format check, clippy and every test
+	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)

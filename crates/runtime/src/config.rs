@@ -1,0 +1,84 @@
+//! Configuration pieces shared by every service.
+//!
+//! Each piece is a `clap::Args` struct to `#[command(flatten)]` into a service's own
+//! configuration. Every field is a command-line flag with an environment-variable
+//! fallback, and its `///` comment is the help text that `--help` prints together with
+//! the variable's name and default. A value that does not parse stops the process at
+//! start with a message naming the variable (clap exits with status 2).
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Settings every service has: logging, trace export and the shutdown deadline.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Log filter, in `tracing-subscriber` EnvFilter syntax (for example `info,rdkafka=warn`).
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC endpoint to export traces to (for example `http://127.0.0.1:4317`).
+    /// Trace export is off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How long a graceful shutdown may take (stop HTTP, finish in-flight work, flush)
+    /// before the process gives up and exits with status 1. Keep it below the
+    /// orchestrator's own grace period (30 s on Kubernetes).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable when standard output is a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, multi-line.
+    Pretty,
+}
+
+/// Parses durations such as `250ms`, `5s` or `1m 30s`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|e| format!("`{value}` is not a duration ({e}); write for example 500ms, 5s or 2m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    #[test]
+    fn defaults_apply_without_flags_or_variables() {
+        let cli = Cli::try_parse_from(["svc"]).expect("defaults parse");
+        assert_eq!(cli.runtime.log_filter, "info");
+        assert_eq!(cli.runtime.log_format, LogFormat::Auto);
+        assert_eq!(cli.runtime.shutdown_timeout, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn a_bad_duration_is_rejected_with_a_clear_message() {
+        let err = Cli::try_parse_from(["svc", "--shutdown-timeout", "soon"]).expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains("`soon` is not a duration"), "{text}");
+    }
+
+    #[test]
+    fn durations_accept_human_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+    }
+}

@@ -1,0 +1,71 @@
+//! The operational endpoints every service serves beside its own routes:
+//!
+//! - `GET /healthz`: the process is alive and its HTTP server answers. Never depends
+//!   on other systems.
+//! - `GET /readyz`: every readiness [`Probe`](crate::Probe) passes; `503` otherwise, and
+//!   from the moment shutdown begins, so load balancers stop sending work. The JSON body
+//!   names each probe and why it failed.
+//! - `GET /metrics`: Prometheus text format.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use actix_web::{HttpResponse, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::probe::{Probe, ProbeResult, check_all};
+
+/// Shared state of the operational endpoints.
+#[derive(Debug)]
+pub(crate) struct Ops {
+    pub(crate) service: &'static str,
+    pub(crate) probes: Arc<RwLock<Vec<Probe>>>,
+    pub(crate) metrics: PrometheusHandle,
+    /// Cancelled when shutdown begins: readiness turns to 503 at once.
+    pub(crate) draining: CancellationToken,
+    pub(crate) probe_deadline: Duration,
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    service: &'static str,
+    status: &'static str,
+    checks: Vec<ProbeResult>,
+}
+
+/// Registers `/healthz`, `/readyz` and `/metrics`.
+pub(crate) fn ops_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn healthz(ops: web::Data<Ops>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "service": ops.service, "status": "alive" }))
+}
+
+async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
+    if ops.draining.is_cancelled() {
+        return HttpResponse::ServiceUnavailable().json(Readiness {
+            service: ops.service,
+            status: "shutting down",
+            checks: Vec::new(),
+        });
+    }
+    let probes = match ops.probes.read() {
+        Ok(probes) => probes.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let checks = check_all(&probes, ops.probe_deadline).await;
+    let ready = checks.iter().all(|c| c.ok);
+    let body = Readiness { service: ops.service, status: if ready { "ready" } else { "not ready" }, checks };
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(ops.metrics.render())
+}

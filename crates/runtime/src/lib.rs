@@ -1,0 +1,105 @@
+//! The start and stop of a service, the same for every binary of the platform.
+//!
+//! A service's `main.rs` reads as wiring over this crate:
+//!
+//! 1. parse its configuration, a `clap` struct that flattens [`config::RuntimeArgs`]
+//!    (log filter and format, trace export, shutdown deadline), with every setting
+//!    also read from an environment variable and listed by `--help`;
+//! 2. [`telemetry::init`] installs `tracing` (JSON logs, or human-readable ones on a
+//!    terminal; OTLP trace export when an endpoint is configured) and returns a guard
+//!    that flushes on drop;
+//! 3. a [`Runtime`] collects readiness [`Probe`]s, the HTTP server (with `/healthz`,
+//!    `/readyz` and `/metrics` added to the service's own routes) and named background
+//!    tasks, then [`Runtime::run`] waits for SIGTERM/SIGINT or a failed task, stops HTTP,
+//!    cancels the shared [`CancellationToken`], drains with a deadline and returns the
+//!    process exit code.
+//!
+//! Layout:
+//! - [`config`]: configuration pieces shared by services (`clap` arguments with `env`).
+//! - [`telemetry`]: logging and tracing set-up.
+//! - [`metrics`]: the process-wide Prometheus recorder.
+//! - [`probe`]: readiness checks (PostgreSQL, Kafka, or any async check).
+//! - [`http`]: the operational endpoints and the HTTP server.
+//! - [`lifecycle`]: [`Runtime`], signals and graceful shutdown.
+//! - [`postgres`] and [`kafka`]: building a connection pool and client configuration
+//!   from the shared arguments.
+//!
+//! This crate knows nothing of orders: any Rust service on actix-web, PostgreSQL and
+//! Kafka can use it.
+
+pub mod config;
+pub mod http;
+pub mod kafka;
+pub mod lifecycle;
+pub mod metrics;
+pub mod postgres;
+pub mod probe;
+pub mod telemetry;
+
+pub use lifecycle::Runtime;
+pub use probe::Probe;
+pub use tokio_util::sync::CancellationToken;
+
+/// What can go wrong while setting a service up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is present but unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Telemetry could not be installed (for example a bad OTLP endpoint).
+    #[error("telemetry set-up failed: {0}")]
+    Telemetry(String),
+    /// The HTTP server could not bind its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A Kafka client could not be created from its configuration.
+    #[error("kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A PostgreSQL pool could not be created from its configuration.
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Configuration of one service binary, as its `main` hands it to [`serve`].
+pub trait ServiceConfig: clap::Parser {
+    /// The service's name, in logs, metrics and `/healthz`.
+    const NAME: &'static str;
+
+    /// The settings every service shares.
+    fn runtime(&self) -> &config::RuntimeArgs;
+}
+
+/// The whole life of a service binary: telemetry, `build` (which registers probes,
+/// the HTTP server and background tasks on the [`Runtime`]), then run until a signal
+/// and shut down in order. Returns the process exit code: 0 after a clean stop, 1 when
+/// building failed, a task failed or the drain overran its deadline.
+pub async fn serve<C, T>(
+    config: C,
+    build: impl AsyncFnOnce(C, &mut Runtime) -> anyhow::Result<T>,
+) -> std::process::ExitCode
+where
+    C: ServiceConfig,
+{
+    let _telemetry = match telemetry::init(C::NAME, config.runtime()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{}: {e}", C::NAME);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut runtime = Runtime::new(C::NAME, config.runtime());
+    tracing::info!(service = C::NAME, "starting");
+    if let Err(e) = build(config, &mut runtime).await {
+        tracing::error!(service = C::NAME, error = format!("{e:#}"), "start-up failed");
+        return std::process::ExitCode::FAILURE;
+    }
+    runtime.run().await.into()
+}

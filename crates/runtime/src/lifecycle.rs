@@ -1,0 +1,316 @@
+//! [`Runtime`]: one service's start and stop.
+//!
+//! Shutdown, in order, when SIGTERM or SIGINT arrives, when a background task ends or
+//! fails, or when the service cancels the token itself:
+//!
+//! 1. `/readyz` answers 503 so that no new work is routed here;
+//! 2. the HTTP servers stop accepting and finish the requests in flight;
+//! 3. the shared [`CancellationToken`] is cancelled: every background loop `select!`s on
+//!    it, finishes or hands back its in-flight work and returns;
+//! 4. all of this must end within the shutdown deadline, or the process gives up.
+//!
+//! A second signal during the drain exits at once with status 130.
+//!
+//! The exit status says what happened: 0 for a clean stop after a signal, 1 when a task
+//! failed or the drain overran its deadline.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{Error, Probe, Result, config::RuntimeArgs, http::Ops};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request, everything drained in time.
+    Clean,
+    /// A task failed or ended early, or the drain overran its deadline.
+    Failed,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Clean => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::FAILURE,
+        }
+    }
+}
+
+type TaskResult = (String, anyhow::Result<()>);
+
+/// Collects a service's HTTP servers, background tasks and readiness probes, runs them
+/// and stops them in order. See the [module docs](self).
+#[derive(Debug)]
+pub struct Runtime {
+    service: &'static str,
+    shutdown: CancellationToken,
+    draining: CancellationToken,
+    shutdown_timeout: Duration,
+    probes: Arc<RwLock<Vec<Probe>>>,
+    servers: Vec<ServerHandle>,
+    tasks: JoinSet<TaskResult>,
+    http_tasks: JoinSet<TaskResult>,
+}
+
+impl Runtime {
+    /// A runtime for `service` (the name in logs, metrics and `/healthz`).
+    pub fn new(service: &'static str, args: &RuntimeArgs) -> Self {
+        Self {
+            service,
+            shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
+            shutdown_timeout: args.shutdown_timeout,
+            probes: Arc::default(),
+            servers: Vec::new(),
+            tasks: JoinSet::new(),
+            http_tasks: JoinSet::new(),
+        }
+    }
+
+    /// The token cancelled when shutdown reaches background work. Cancelling it from
+    /// the service starts a shutdown too.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Adds a readiness probe, run by every `GET /readyz`.
+    pub fn add_probe(&mut self, probe: Probe) {
+        match self.probes.write() {
+            Ok(mut probes) => probes.push(probe),
+            Err(poisoned) => poisoned.into_inner().push(probe),
+        }
+    }
+
+    /// Starts an HTTP server on `addr` with `workers` threads, serving the operational
+    /// endpoints plus the routes `routes` registers. Returns the bound address (useful
+    /// with port 0).
+    pub fn serve_http<F>(&mut self, addr: SocketAddr, workers: usize, routes: F) -> Result<SocketAddr>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        let ops = web::Data::new(Ops {
+            service: self.service,
+            probes: Arc::clone(&self.probes),
+            metrics: crate::metrics::handle(),
+            draining: self.draining.clone(),
+            probe_deadline: Duration::from_secs(4),
+        });
+        let server = HttpServer::new(move || {
+            App::new().app_data(ops.clone()).configure(crate::http::ops_routes).configure(routes.clone())
+        })
+        .workers(workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(self.shutdown_timeout.as_secs().max(1))
+        .bind(addr)
+        .map_err(|source| Error::Bind { addr, source })?;
+        let bound = server.addrs().first().copied().unwrap_or(addr);
+        let server = server.run();
+        self.servers.push(server.handle());
+        let name = format!("http {bound}");
+        self.http_tasks.spawn(async move { (name, server.await.map_err(anyhow::Error::from)) });
+        info!(service = self.service, addr = %bound, "HTTP server listening");
+        Ok(bound)
+    }
+
+    /// Spawns a named background task. It receives the shutdown token and must return
+    /// soon after it is cancelled. A task that returns before shutdown, or fails, stops
+    /// the whole service (and the process exits with status 1).
+    pub fn spawn<F, Fut>(&mut self, name: impl Into<String>, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let name = name.into();
+        let fut = task(self.shutdown.clone());
+        self.tasks.spawn(async move { (name, fut.await) });
+    }
+
+    /// Runs until SIGTERM or SIGINT (or a failed task), then shuts down in order.
+    pub async fn run(self) -> Outcome {
+        self.run_until(terminate_signal()).await
+    }
+
+    /// Runs until `stop` completes (or a task fails), then shuts down in order.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) -> Outcome {
+        let service = self.service;
+        let mut failed = false;
+        let upkeep = self.spawn_metrics_upkeep();
+        tokio::select! {
+            () = stop => info!(service, "shutdown requested"),
+            () = self.shutdown.cancelled() => info!(service, "shutdown requested by the service"),
+            Some(joined) = self.tasks.join_next() => failed |= report(joined, true),
+            Some(joined) = self.http_tasks.join_next() => failed |= report(joined, true),
+        }
+
+        self.draining.cancel();
+        let Self { servers, mut tasks, mut http_tasks, shutdown, shutdown_timeout, .. } = self;
+        let drain = async {
+            let mut failed = false;
+            for server in &servers {
+                server.stop(true).await;
+            }
+            while let Some(joined) = http_tasks.join_next().await {
+                failed |= report(joined, false);
+            }
+            shutdown.cancel();
+            while let Some(joined) = tasks.join_next().await {
+                failed |= report(joined, false);
+            }
+            failed
+        };
+        let outcome = match tokio::time::timeout(shutdown_timeout, drain).await {
+            Ok(drain_failed) => {
+                if failed || drain_failed {
+                    Outcome::Failed
+                } else {
+                    Outcome::Clean
+                }
+            }
+            Err(_) => {
+                error!(service, timeout = ?shutdown_timeout, "shutdown did not finish in time; giving up");
+                Outcome::Failed
+            }
+        };
+        upkeep.abort();
+        info!(service, ?outcome, "stopped");
+        outcome
+    }
+
+    fn spawn_metrics_upkeep(&self) -> tokio::task::JoinHandle<()> {
+        let handle = crate::metrics::handle();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    }
+}
+
+/// Logs how a task ended; returns whether that counts as a failure.
+fn report(joined: std::result::Result<TaskResult, tokio::task::JoinError>, before_shutdown: bool) -> bool {
+    match joined {
+        Ok((name, Ok(()))) if before_shutdown => {
+            error!(task = %name, "task ended before shutdown was requested");
+            true
+        }
+        Ok((_, Ok(()))) => false,
+        Ok((name, Err(e))) => {
+            error!(task = %name, error = format!("{e:#}"), "task failed");
+            true
+        }
+        Err(e) => {
+            error!(error = %e, "task panicked or was aborted");
+            true
+        }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT. A second one exits the process at once
+/// with status 130.
+pub async fn terminate_signal() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        warn!("second signal: exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
+}
+
+async fn first_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only SIGINT will stop the service");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn runtime(timeout: &str) -> Runtime {
+        let cli = Cli::try_parse_from(["svc", "--shutdown-timeout", timeout]).expect("valid args");
+        Runtime::new("test", &cli.runtime)
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_cancels_tasks_and_ends_clean() {
+        let mut rt = runtime("5s");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        rt.spawn("loop", |token| async move {
+            token.cancelled().await;
+            let _ = tx.send("drained");
+            Ok(())
+        });
+        let outcome = rt.run_until(async {}).await;
+        assert_eq!(outcome, Outcome::Clean);
+        assert_eq!(rx.await.ok(), Some("drained"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_stops_the_service_with_failure() {
+        let mut rt = runtime("5s");
+        rt.spawn("broken", |_| async { anyhow::bail!("boom") });
+        let outcome = rt.run_until(std::future::pending()).await;
+        assert_eq!(outcome, Outcome::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_early_is_a_failure() {
+        let mut rt = runtime("5s");
+        rt.spawn("quitter", |_| async { Ok(()) });
+        let outcome = rt.run_until(std::future::pending()).await;
+        assert_eq!(outcome, Outcome::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_past_the_deadline_is_a_failure() {
+        let mut rt = runtime("2s");
+        rt.spawn("stubborn", |_| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        });
+        let outcome = rt.run_until(async {}).await;
+        assert_eq!(outcome, Outcome::Failed);
+    }
+
+    #[tokio::test]
+    async fn the_service_can_request_its_own_shutdown() {
+        let mut rt = runtime("5s");
+        let token = rt.shutdown_token();
+        rt.spawn("worker", |t| async move {
+            t.cancelled().await;
+            Ok(())
+        });
+        token.cancel();
+        assert_eq!(rt.run_until(std::future::pending()).await, Outcome::Clean);
+    }
+}

@@ -1,0 +1,91 @@
+//! Logging and tracing set-up.
+//!
+//! Logs go to standard output through `tracing-subscriber`: one JSON object per line in
+//! production (what log collectors parse), human-readable lines on a terminal. The level
+//! comes from `RUST_LOG`. Messages logged through the `log` crate (librdkafka's, for
+//! one) are captured too. When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also
+//! exported over OTLP/gRPC, and the W3C `traceparent` propagator is installed so that
+//! trace context can cross HTTP, the outbox and Kafka headers.
+
+use std::io::IsTerminal;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::{
+    Error, Result,
+    config::{LogFormat, RuntimeArgs},
+};
+
+/// Keeps telemetry alive; dropping it flushes and stops trace export.
+/// Hold it in `main` until the very end.
+#[must_use = "dropping the guard stops trace export"]
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber for `service`.
+///
+/// Fails on an invalid log filter or OTLP endpoint. When a global subscriber is already
+/// installed (several services started in one test process), the existing one is kept.
+pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard> {
+    let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| {
+        Error::Config(format!("RUST_LOG=`{}` is not a valid log filter: {e}", args.log_filter))
+    })?;
+    let json = match args.log_format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+
+    let provider = match &args.otlp_endpoint {
+        Some(endpoint) => Some(tracer_provider(service, endpoint)?),
+        None => None,
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    if let Some(provider) = &provider {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let installed = tracing_subscriber::registry().with(fmt).with(otel).with(filter).try_init();
+    if installed.is_err() {
+        tracing::debug!("a global tracing subscriber is already installed; keeping it");
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| Error::Telemetry(format!("OTEL_EXPORTER_OTLP_ENDPOINT=`{endpoint}`: {e}")))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build())
+}

@@ -1,0 +1,106 @@
+//! Fresh Kafka topics and consumer groups per test.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+};
+
+use crate::{START_HINT, run_detached_cleanup, unique_suffix};
+
+/// The brokers the tests use.
+pub fn bootstrap_servers() -> String {
+    std::env::var("TEST_KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A test's own namespace of topics and groups; deletes its topics when dropped.
+#[derive(Debug)]
+pub struct TestKafka {
+    suffix: String,
+    admin: AdminClient<DefaultClientContext>,
+    topics: Vec<String>,
+}
+
+impl TestKafka {
+    /// Connects to the brokers.
+    ///
+    /// # Panics
+    /// When no broker answers, with a message naming `make up`.
+    pub async fn new() -> Self {
+        let admin: AdminClient<DefaultClientContext> = Self::base_config()
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create a Kafka admin client: {e}"));
+        let servers = bootstrap_servers();
+        let reachable = {
+            let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10));
+            metadata.map(|m| !m.brokers().is_empty())
+        };
+        match reachable {
+            Ok(true) => {}
+            Ok(false) => panic!("Kafka at {servers} reports no brokers; {START_HINT}"),
+            Err(e) => panic!("cannot reach Kafka at {servers}: {e}; {START_HINT}"),
+        }
+        Self { suffix: unique_suffix(), admin, topics: Vec::new() }
+    }
+
+    fn base_config() -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap_servers());
+        config
+    }
+
+    /// Client configuration pointing at the test brokers.
+    pub fn client_config(&self) -> ClientConfig {
+        Self::base_config()
+    }
+
+    /// A unique name derived from `base` (for groups, transactional ids...).
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}-{}", self.suffix)
+    }
+
+    /// Creates a topic named after `base` with `partitions` partitions; returns its name.
+    pub async fn topic(&mut self, base: &str, partitions: i32) -> String {
+        self.topic_with(base, partitions, &[]).await
+    }
+
+    /// Creates a topic with topic-level settings such as `("cleanup.policy", "compact")`.
+    pub async fn topic_with(&mut self, base: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
+        let name = self.name(base);
+        let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .create_topics([&topic], &options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create topic {name}: {e}; {START_HINT}"));
+        for result in results {
+            if let Err((topic, code)) = result {
+                panic!("cannot create topic {topic}: {code}");
+            }
+        }
+        self.topics.push(name.clone());
+        name
+    }
+}
+
+impl Drop for TestKafka {
+    fn drop(&mut self) {
+        if self.topics.is_empty() {
+            return;
+        }
+        let topics = std::mem::take(&mut self.topics);
+        run_detached_cleanup(async move {
+            if let Ok(admin) = Self::base_config().create::<AdminClient<DefaultClientContext>>() {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+                let _ = admin.delete_topics(&names, &options).await;
+            }
+        });
+    }
+}

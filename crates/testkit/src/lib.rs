@@ -1,0 +1,46 @@
+//! Helpers for integration tests against the real Kafka and PostgreSQL that
+//! `make up` starts (see `deploy/local/infra.sh`).
+//!
+//! Every test gets its own world, so tests run in parallel without seeing each other:
+//! - [`postgres::TestDatabase`]: a fresh database with a unique name, dropped afterwards;
+//! - [`kafka::TestKafka`]: topics and consumer groups with unique names, created through
+//!   the admin API and deleted afterwards;
+//! - [`process::ServiceProcess`]: a service binary started as a child process, with
+//!   helpers to wait for health, signal it and read its exit status.
+//!
+//! When Kafka or PostgreSQL cannot be reached, the helpers panic with a message that
+//! says how to start them (`make up`): an integration test never skips silently.
+//!
+//! Where the servers are: `TEST_DATABASE_URL` (an administrative connection, default
+//! `postgres://postgres@127.0.0.1:55432/postgres`) and `TEST_KAFKA_BOOTSTRAP_SERVERS`
+//! (default `127.0.0.1:9092`).
+
+pub mod kafka;
+pub mod postgres;
+pub mod process;
+
+/// A short unique suffix for names of databases, topics and groups.
+pub fn unique_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// The hint every "cannot reach" failure ends with.
+pub const START_HINT: &str =
+    "start the local infrastructure with `make up` (or run `make test`, which starts it)";
+
+/// Runs `cleanup` to completion on a thread of its own with its own runtime; used by
+/// `Drop` implementations, which cannot await.
+pub(crate) fn run_detached_cleanup<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let joined = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
+    if joined.is_err() {
+        eprintln!("test cleanup panicked");
+    }
+}

@@ -1,0 +1,248 @@
+//! Service binaries as child processes, and the checks every binary must pass.
+//!
+//! A service's `tests/` call the `assert_*` functions with a [`BinarySpec`] that says
+//! which variables its `--help` must list and what it depends on. Each check gives
+//! the process its own PostgreSQL database and Kafka topics.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::process::{Child, Command};
+
+use crate::{kafka::TestKafka, postgres::TestDatabase, unique_suffix};
+
+/// What the lifecycle checks need to know about a service binary.
+#[derive(Debug, Clone, Copy)]
+pub struct BinarySpec {
+    /// Path of the binary, `env!("CARGO_BIN_EXE_<name>")`.
+    pub exe: &'static str,
+    /// The variable holding its HTTP address (`HTTP_ADDR` or `ADMIN_ADDR`).
+    pub addr_var: &'static str,
+    /// Variables `--help` must list.
+    pub variables: &'static [&'static str],
+    /// Whether it takes a `DATABASE_URL`.
+    pub uses_postgres: bool,
+    /// Variables naming the Kafka topics it uses; each gets a fresh topic.
+    pub topic_vars: &'static [&'static str],
+}
+
+/// A running service binary; killed when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+/// A free port on the loopback interface (free when this returns).
+pub fn free_addr() -> SocketAddr {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind a free port: {e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("no local address: {e}"))
+}
+
+impl ServiceProcess {
+    /// Starts `exe` with `envs`, its HTTP server on a free port given through `addr_var`,
+    /// logs (JSON) in a temporary file shown when a check fails.
+    pub fn start(exe: &str, addr_var: &str, envs: &[(String, String)]) -> Self {
+        let addr = free_addr();
+        let name = std::path::Path::new(exe).file_name().map(|n| n.to_string_lossy().into_owned());
+        let log = std::env::temp_dir().join(format!("{}-{}.log", name.unwrap_or_default(), unique_suffix()));
+        let out =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("cannot clone a file handle: {e}"));
+        let child = Command::new(exe)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env(addr_var, addr.to_string())
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
+        Self { child, addr, log, http: reqwest::Client::new() }
+    }
+
+    /// The address of its HTTP server.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path`: the status and body, or `None` when nothing answers.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.addr))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// Polls `GET path` until it answers `status`; returns the body.
+    ///
+    /// # Panics
+    /// After `within`, with the last answer and the process's logs.
+    pub async fn wait_for(&mut self, path: &str, status: u16, within: Duration) -> String {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < within {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("the service exited with {exit} while waiting for {path}; logs:\n{}", self.logs());
+            }
+            last = self.get(path).await;
+            if let Some((code, body)) = &last
+                && *code == status
+            {
+                return body.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "GET {path} did not answer {status} within {within:?}; last answer {last:?}; logs:\n{}",
+            self.logs()
+        )
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = self.child.id().unwrap_or_else(|| panic!("the service has already exited"));
+        let pid = i32::try_from(pid).unwrap_or_else(|_| panic!("pid {pid} out of range"));
+        nix::sys::signal::kill(Pid::from_raw(pid), signal).unwrap_or_else(|e| panic!("cannot signal: {e}"));
+    }
+
+    /// Waits for the process to exit.
+    ///
+    /// # Panics
+    /// When it is still running after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => panic!("cannot wait for the service: {e}"),
+            Err(_) => panic!("the service did not exit within {within:?}; logs:\n{}", self.logs()),
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A test world for one run of a binary: its own database and topics, and the
+/// environment pointing at them.
+#[derive(Debug)]
+pub struct World {
+    /// The variables to start the binary with.
+    pub env: Vec<(String, String)>,
+    _database: Option<TestDatabase>,
+    _kafka: TestKafka,
+}
+
+impl World {
+    /// Creates the database and topics `spec` needs.
+    pub async fn for_binary(spec: &BinarySpec) -> Self {
+        let mut env = vec![("KAFKA_BOOTSTRAP_SERVERS".to_string(), crate::kafka::bootstrap_servers())];
+        let database = if spec.uses_postgres {
+            let db = TestDatabase::create().await;
+            env.push(("DATABASE_URL".into(), db.url().to_string()));
+            Some(db)
+        } else {
+            None
+        };
+        let mut kafka = TestKafka::new().await;
+        for var in spec.topic_vars {
+            let topic = kafka.topic(&var.to_lowercase().replace('_', "-"), 2).await;
+            env.push(((*var).to_string(), topic));
+        }
+        Self { env, _database: database, _kafka: kafka }
+    }
+
+    /// The environment with `var` set to `value`.
+    pub fn env_with(&self, var: &str, value: &str) -> Vec<(String, String)> {
+        let mut env: Vec<_> = self.env.iter().filter(|(k, _)| k != var).cloned().collect();
+        env.push((var.to_string(), value.to_string()));
+        env
+    }
+}
+
+/// `--help` exits 0 and names every variable of the spec.
+pub async fn assert_help_lists_variables(spec: &BinarySpec) {
+    let output = Command::new(spec.exe)
+        .arg("--help")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {} --help: {e}", spec.exe));
+    assert!(output.status.success(), "--help failed: {output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for var in spec.variables.iter().chain([&spec.addr_var]) {
+        assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
+    }
+}
+
+/// With its dependencies up, the binary becomes live and ready, then SIGTERM ends it
+/// with status 0.
+pub async fn assert_ready_then_clean_exit(spec: &BinarySpec) {
+    let world = World::for_binary(spec).await;
+    let mut service = ServiceProcess::start(spec.exe, spec.addr_var, &world.env);
+    service.wait_for("/healthz", 200, Duration::from_secs(20)).await;
+    let ready = service.wait_for("/readyz", 200, Duration::from_secs(30)).await;
+    assert!(ready.contains("\"ready\""), "{ready}");
+    let (status, metrics) =
+        service.get("/metrics").await.unwrap_or_else(|| panic!("/metrics does not answer"));
+    assert_eq!(status, 200, "{metrics}");
+    service.signal(Signal::SIGTERM);
+    let exit = service.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(exit.code(), Some(0), "SIGTERM must end the service cleanly; logs:\n{}", service.logs());
+}
+
+/// With `var` set to `value` (an unreachable or wrong dependency), the binary is live
+/// but answers 503 on `/readyz`, naming the failing probe; SIGTERM still ends it with 0.
+pub async fn assert_not_ready_when(spec: &BinarySpec, var: &str, value: &str, failing_probe: &str) {
+    let world = World::for_binary(spec).await;
+    let mut service = ServiceProcess::start(spec.exe, spec.addr_var, &world.env_with(var, value));
+    service.wait_for("/healthz", 200, Duration::from_secs(20)).await;
+    let body = service.wait_for("/readyz", 503, Duration::from_secs(30)).await;
+    let report: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
+    let failing: Vec<&str> = report["checks"]
+        .as_array()
+        .map(|checks| checks.iter().filter(|c| c["ok"] == false).filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(failing, vec![failing_probe], "{body}");
+    service.signal(Signal::SIGTERM);
+    let exit = service.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(exit.code(), Some(0), "logs:\n{}", service.logs());
+}
+
+/// A malformed value stops the binary at start with status 2 and a message naming the
+/// variable.
+pub async fn assert_rejects_bad_value(spec: &BinarySpec, var: &str, value: &str) {
+    let output = Command::new(spec.exe)
+        .env(var, value)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", spec.exe));
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(var) && stderr.contains(value), "the error must name {var}: {stderr}");
+}

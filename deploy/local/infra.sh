@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# Local infrastructure for development and tests, started from the repository's own files:
+#   - Apache Kafka, one KRaft node (broker and controller in one process) on 127.0.0.1:9092,
+#     its jars resolved from Maven Central by deploy/local/kafka/pom.xml;
+#   - PostgreSQL (Debian's package), a project-local cluster on 127.0.0.1:$PG_PORT with one
+#     database per owning service.
+# Everything it starts lives under .local/ (ignored by git): data, logs, pid files.
+#
+# Usage: deploy/local/infra.sh up|down|status
+#   up      install what is missing, start both, create databases and topics; idempotent,
+#           and recovers after a crash (stale pid files, a killed broker).
+#   down    stop only what this script started.
+#   status  say what runs, where, and where its log is; exit 1 when something is down.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STATE=${ORDERS_LOCAL_DIR:-$ROOT/.local}
+KAFKA_HOME=$STATE/kafka
+PG_HOME=$STATE/postgres
+PG_PORT=${PG_PORT:-55432}
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/local/kafka/pom.xml")
+# Keyed by the pom's content: editing the pom resolves the jars anew.
+KAFKA_LIBS=$KAFKA_HOME/libs-$(md5sum <"$ROOT/deploy/local/kafka/pom.xml" | cut -c1-12)
+DATABASES=(orders_write orders_read order_processor)
+KAFKA_HEAP=${KAFKA_HEAP:-1g}
+
+log() { printf '[infra] %s\n' "$*"; }
+die() {
+  printf '[infra] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (install it by hand, or run as root)"
+  fi
+}
+
+# PostgreSQL refuses to run as root: as root, its commands run as the 'postgres' user.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites: Debian packages, installed only when missing.
+# ---------------------------------------------------------------------------------------------
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing Debian packages: $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] && [ -x "$dir/initdb" ] && echo "$dir"
+}
+
+ensure_prerequisites() {
+  local missing=()
+  command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+  pg_bindir >/dev/null || missing+=(postgresql)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v curl >/dev/null || missing+=(curl)
+  # To build the services: a C toolchain for librdkafka, which rdkafka builds from source.
+  command -v cc >/dev/null && command -v c++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+  pg_bindir >/dev/null || die "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+pg_data() { echo "$PG_HOME/data"; }
+
+# As root, the 'postgres' user must be able to reach the data directory. When the clone sits
+# under a folder it cannot traverse (for example /root), the cluster lives in /var/lib instead
+# and .local/postgres is a link to it.
+pg_prepare_home() {
+  [ -e "$PG_HOME" ] && return 0
+  mkdir -p "$STATE"
+  if [ "$(id -u)" -ne 0 ]; then
+    mkdir -p "$PG_HOME"
+    return 0
+  fi
+  mkdir -p "$PG_HOME"
+  chown postgres:postgres "$PG_HOME"
+  if ! runuser -u postgres -- test -w "$PG_HOME"; then
+    rmdir "$PG_HOME"
+    local elsewhere
+    elsewhere=/var/lib/orders-platform/$(printf '%s' "$ROOT" | md5sum | cut -c1-12)/postgres
+    log "the postgres user cannot reach $STATE; keeping the cluster in $elsewhere"
+    mkdir -p "$elsewhere"
+    chown postgres:postgres "$elsewhere"
+    ln -s "$elsewhere" "$PG_HOME"
+  fi
+}
+
+pg_running() { as_pg "$(pg_bindir)/pg_ctl" -D "$(pg_data)" status >/dev/null 2>&1; }
+
+pg_up() {
+  local bin
+  bin=$(pg_bindir)
+  pg_prepare_home
+  if [ ! -f "$(pg_data)/PG_VERSION" ]; then
+    log "initialising a PostgreSQL cluster in $(pg_data)"
+    as_pg "$bin/initdb" -D "$(pg_data)" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$PG_HOME/initdb.log" 2>&1 ||
+      die "initdb failed; see $PG_HOME/initdb.log"
+    cat >>"$(pg_data)/postgresql.conf" <<EOF
+
+# --- orders-platform local settings (deploy/local/infra.sh) ---
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = 400
+shared_buffers = 256MB
+log_min_messages = warning
+log_line_prefix = '%m [%p] %d '
+EOF
+  fi
+  if pg_running; then
+    log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+  else
+    if port_open "$PG_PORT"; then
+      die "port $PG_PORT is taken by a process this project did not start; free it or set PG_PORT"
+    fi
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_HOME/postgres.log)"
+    as_pg "$bin/pg_ctl" -D "$(pg_data)" -l "$PG_HOME/postgres.log" -w -t 60 start >/dev/null ||
+      die "PostgreSQL did not start; see $PG_HOME/postgres.log"
+  fi
+  local i
+  for i in $(seq 1 60); do
+    psql_admin -c 'select 1' >/dev/null 2>&1 && break
+    [ "$i" -eq 60 ] && die "PostgreSQL does not accept connections on 127.0.0.1:$PG_PORT; see $PG_HOME/postgres.log"
+    sleep 0.5
+  done
+  local db
+  for db in "${DATABASES[@]}"; do
+    if [ "$(psql_admin -tAc "select 1 from pg_database where datname = '$db'")" != 1 ]; then
+      log "creating database $db"
+      psql_admin -c "create database $db" >/dev/null
+    fi
+  done
+}
+
+psql_admin() { psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
+
+pg_down() {
+  if [ -f "$(pg_data)/PG_VERSION" ] && pg_running; then
+    log "stopping PostgreSQL"
+    as_pg "$(pg_bindir)/pg_ctl" -D "$(pg_data)" -m fast -w -t 60 stop >/dev/null
+  else
+    log "PostgreSQL is not running"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+# ---------------------------------------------------------------------------------------------
+JAVA_ARGS=(-Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*")
+kafka_java() { java "${JAVA_ARGS[@]}" "$@"; }
+
+kafka_pid() {
+  local pid
+  pid=$(cat "$KAFKA_HOME/kafka.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  # Only a process that runs our server.properties counts: pids are reused.
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$KAFKA_HOME/server.properties" || return 1
+  echo "$pid"
+}
+
+kafka_fetch() {
+  if [ ! -f "$KAFKA_LIBS/.complete" ]; then
+    log "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS"
+    rm -rf "$KAFKA_LIBS"
+    mkdir -p "$KAFKA_HOME"
+    mvn -q -B -f "$ROOT/deploy/local/kafka/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime "-DoutputDirectory=$KAFKA_LIBS" >"$KAFKA_HOME/maven.log" 2>&1 ||
+      die "could not resolve Kafka's jars; see $KAFKA_HOME/maven.log"
+    touch "$KAFKA_LIBS/.complete"
+  fi
+}
+
+kafka_up() {
+  kafka_fetch
+  sed "s:@DATA_DIR@:$KAFKA_HOME/data:" "$ROOT/deploy/local/kafka/server.properties.in" >"$KAFKA_HOME/server.properties"
+  if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then
+    log "formatting Kafka storage in $KAFKA_HOME/data"
+    local cluster_id
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$KAFKA_HOME/server.properties" >"$KAFKA_HOME/format.log" 2>&1 ||
+      die "formatting Kafka storage failed; see $KAFKA_HOME/format.log"
+  fi
+  local pid
+  if pid=$(kafka_pid); then
+    log "Kafka already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+  else
+    rm -f "$KAFKA_HOME/kafka.pid"
+    if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
+      die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by a process this project did not start"
+    fi
+    log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_HOME/kafka.log)"
+    # In its own session, so that it outlives this shell and a Ctrl-C in the terminal;
+    # the shell writes its own pid, then becomes the JVM.
+    nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_HOME/kafka.pid" \
+      java "${JAVA_ARGS[@]}" kafka.Kafka "$KAFKA_HOME/server.properties" \
+      >>"$KAFKA_HOME/kafka.log" 2>&1 </dev/null &
+    sleep 0.2
+  fi
+  kafka_wait
+  kafka_topics
+}
+
+kafka_wait() {
+  local i
+  for i in $(seq 1 120); do
+    if ! kafka_pid >/dev/null; then
+      tail -n 30 "$KAFKA_HOME/kafka.log" >&2 || true
+      die "Kafka exited while starting; see $KAFKA_HOME/kafka.log"
+    fi
+    if port_open "$KAFKA_PORT"; then return 0; fi
+    sleep 0.5
+  done
+  die "Kafka does not accept connections on 127.0.0.1:$KAFKA_PORT after 60 s; see $KAFKA_HOME/kafka.log"
+}
+
+topic_tool() { kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"; }
+
+kafka_topics() {
+  local existing
+  existing=$(topic_tool --list 2>>"$KAFKA_HOME/topics.log") ||
+    die "Kafka does not answer admin requests; see $KAFKA_HOME/kafka.log and $KAFKA_HOME/topics.log"
+  local name partitions configs args
+  while read -r name partitions configs; do
+    case "$name" in '' | '#'*) continue ;; esac
+    if grep -qxF "$name" <<<"$existing"; then continue; fi
+    args=(--create --if-not-exists --topic "$name" --partitions "$partitions" --replication-factor 1)
+    local kv
+    for kv in ${configs//,/ }; do args+=(--config "$kv"); done
+    log "creating topic $name ($partitions partitions${configs:+, $configs})"
+    topic_tool "${args[@]}" >>"$KAFKA_HOME/topics.log" 2>&1 || die "creating topic $name failed; see $KAFKA_HOME/topics.log"
+  done <"$ROOT/deploy/topics.txt"
+}
+
+kafka_down() {
+  local pid i
+  if pid=$(kafka_pid); then
+    log "stopping Kafka (pid $pid)"
+    kill -TERM "$pid"
+    for i in $(seq 1 120); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "Kafka did not stop within 60 s; killing it"
+      kill -KILL "$pid"
+    fi
+  else
+    log "Kafka is not running"
+  fi
+  rm -f "$KAFKA_HOME/kafka.pid"
+}
+
+# ---------------------------------------------------------------------------------------------
+status() {
+  local rc=0 pid
+  if pid=$(kafka_pid) && port_open "$KAFKA_PORT"; then
+    log "Kafka       up    pid $pid, 127.0.0.1:$KAFKA_PORT, log $KAFKA_HOME/kafka.log"
+  else
+    log "Kafka       down  (log $KAFKA_HOME/kafka.log)"
+    rc=1
+  fi
+  if [ -f "$(pg_data)/PG_VERSION" ] && pg_running && port_open "$PG_PORT"; then
+    log "PostgreSQL  up    127.0.0.1:$PG_PORT, databases ${DATABASES[*]}, log $PG_HOME/postgres.log"
+  else
+    log "PostgreSQL  down  (log $PG_HOME/postgres.log)"
+    rc=1
+  fi
+  return $rc
+}
+
+case "${1:-}" in
+  up)
+    ensure_prerequisites
+    mkdir -p "$KAFKA_HOME"
+    pg_up
+    kafka_up
+    status
+    ;;
+  down)
+    if [ -d "$STATE" ]; then
+      kafka_down
+      if pg_bindir >/dev/null; then pg_down; fi
+    fi
+    ;;
+  status) status ;;
+  *)
+    echo "usage: $0 up|down|status" >&2
+    exit 2
+    ;;
+esac
