@@ -10,6 +10,8 @@ CARGO ?= cargo
 # Integration tests mostly wait on processes and servers: run more of them at once than there are cores.
 TEST_THREADS ?= 8
 
+BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
+
 .PHONY: help toolchain up down status build run stop demo test fmt lint bench
 
 help: ## list the verbs
@@ -49,3 +51,9 @@ lint: toolchain ## format check and clippy with warnings as errors
 
 test: up lint ## everything the tests need, then format check, clippy and every test
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run; report in .local/bench/report.md
+	mkdir -p $(dir $(BENCH_REPORT))
+	printf '# Benchmark report\n\nMachine: %s cores, %s. Commit %s.\n\n' "$$(nproc)" "$$(date -u +%F)" "$$(git rev-parse --short HEAD)" > $(BENCH_REPORT)
+	BENCH_REPORT=$(BENCH_REPORT) $(CARGO) bench --workspace --locked --benches
+	@echo "report: $(BENCH_REPORT)"

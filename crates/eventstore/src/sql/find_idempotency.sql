@@ -1,0 +1,3 @@
+SELECT request_hash, status, response
+FROM idempotency_records
+WHERE key = $1 AND expires_at > now()

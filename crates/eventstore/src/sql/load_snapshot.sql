@@ -1,0 +1,1 @@
+SELECT version, state FROM snapshots WHERE stream_id = $1
