@@ -68,7 +68,7 @@ pub enum Error {
     #[error("database unavailable: {0}")]
     Unavailable(#[from] PoolError),
     /// A statement failed.
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
     /// Applying the schema migrations failed.
     #[error("migration failed: {0}")]
@@ -84,6 +84,18 @@ impl Error {
             Error::Database(e) => e.is_closed() || e.as_db_error().is_none(),
             _ => false,
         }
+    }
+}
+
+/// The server's message and SQLSTATE when there is one (tokio-postgres' own
+/// `Display` says only "db error").
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        },
     }
 }
 
@@ -244,9 +256,9 @@ impl EventStore {
         let mut client = self.pool.get().await?;
         let client: &mut tokio_postgres::Client = &mut client;
         // A fixed key for "event store migrations"; released with the session too.
-        client.execute("SELECT pg_advisory_lock(7_401_223_001)", &[]).await?;
+        client.execute("SELECT pg_advisory_lock(7401223001)", &[]).await?;
         let report = embedded::migrations::runner().run_async(client).await;
-        client.execute("SELECT pg_advisory_unlock(7_401_223_001)", &[]).await?;
+        client.execute("SELECT pg_advisory_unlock(7401223001)", &[]).await?;
         let report = report?;
         for migration in report.applied_migrations() {
             tracing::info!(migration = %migration, "applied migration");
@@ -259,10 +271,10 @@ impl EventStore {
     pub async fn load(&self, stream_id: Uuid) -> Result<Loaded> {
         let client = self.pool.get().await?;
         let snapshot_stmt = client.prepare_cached(include_str!("sql/load_snapshot.sql")).await?;
-        let snapshot = client.query_opt(&snapshot_stmt, &[&stream_id]).await?.map(|row| Snapshot {
-            version: to_u64(row.get(0)),
-            state: row.get(1),
-        });
+        let snapshot = client
+            .query_opt(&snapshot_stmt, &[&stream_id])
+            .await?
+            .map(|row| Snapshot { version: to_u64(row.get(0)), state: row.get(1) });
         let after = snapshot.as_ref().map_or(0, |s| to_i64(s.version));
         let events = self.events_after(&client, stream_id, after).await?;
         Ok(Loaded { snapshot, events })
@@ -364,7 +376,9 @@ impl EventStore {
         let stmt = client.prepare_cached(include_str!("sql/insert_idempotency.sql")).await?;
         let status = i32::from(record.status);
         let ttl = record.ttl.as_secs_f64();
-        match client.execute(&stmt, &[&record.key, &record.request_hash, &status, &record.response, &ttl]).await
+        match client
+            .execute(&stmt, &[&record.key, &record.request_hash, &status, &record.response, &ttl])
+            .await
         {
             Ok(0) => Err(Error::DuplicateIdempotencyKey(record.key.clone())),
             Ok(_) => Ok(()),
@@ -406,10 +420,12 @@ fn classify(error: tokio_postgres::Error, append: &Append<'_>) -> Error {
         return error.into();
     }
     match db.constraint() {
-        Some("events_pkey") => Error::Conflict { stream_id: append.stream_id, expected: append.expected_version },
-        Some("idempotency_records_pkey") => Error::DuplicateIdempotencyKey(
-            append.idempotency.map(|r| r.key.clone()).unwrap_or_default(),
-        ),
+        Some("events_pkey") => {
+            Error::Conflict { stream_id: append.stream_id, expected: append.expected_version }
+        }
+        Some("idempotency_records_pkey") => {
+            Error::DuplicateIdempotencyKey(append.idempotency.map(|r| r.key.clone()).unwrap_or_default())
+        }
         _ => error.into(),
     }
 }
@@ -432,7 +448,8 @@ mod tests {
 
     #[test]
     fn versions_must_follow_the_expected_one() {
-        let event = |version| NewEvent { event_id: Uuid::nil(), version, event_type: "E".into(), payload: vec![] };
+        let event =
+            |version| NewEvent { event_id: Uuid::nil(), version, event_type: "E".into(), payload: vec![] };
         let events = [event(3), event(5)];
         let append = Append {
             stream_id: Uuid::nil(),

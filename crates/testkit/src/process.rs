@@ -216,8 +216,9 @@ pub async fn assert_ready_then_clean_exit(spec: &BinarySpec) {
 }
 
 /// With `var` set to `value` (an unreachable or wrong dependency), the binary is live
-/// but answers 503 on `/readyz`, naming the failing probe; SIGTERM still ends it with 0.
-pub async fn assert_not_ready_when(spec: &BinarySpec, var: &str, value: &str, failing_probe: &str) {
+/// but answers 503 on `/readyz`, naming exactly the failing probes; SIGTERM still ends
+/// it with 0.
+pub async fn assert_not_ready_when(spec: &BinarySpec, var: &str, value: &str, failing_probes: &[&str]) {
     let world = World::for_binary(spec).await;
     let mut service = ServiceProcess::start(spec.exe, spec.addr_var, &world.env_with(var, value));
     service.wait_for("/healthz", 200, Duration::from_secs(20)).await;
@@ -228,7 +229,7 @@ pub async fn assert_not_ready_when(spec: &BinarySpec, var: &str, value: &str, fa
         .as_array()
         .map(|checks| checks.iter().filter(|c| c["ok"] == false).filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(failing, vec![failing_probe], "{body}");
+    assert_eq!(failing, failing_probes, "{body}");
     service.signal(Signal::SIGTERM);
     let exit = service.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0), "logs:\n{}", service.logs());

@@ -1,17 +1,40 @@
-//! command-service: The write side: an event-sourced `Order` aggregate, an event store in PostgreSQL
-//! with optimistic concurrency and a transactional outbox, behind an HTTP command API; it
-//! also applies the commands other services send on `order-commands`.
+//! command-service: the write side. An event-sourced `Order` aggregate
+//! (`orders_domain`), an event store in PostgreSQL with optimistic concurrency and a
+//! transactional outbox (`orders_eventstore`), behind an HTTP command API; it also
+//! applies the commands other services send on `order-commands`.
 //!
-//! Status: the service's wiring only. This build starts, serves `/healthz`, `/readyz`
-//! (its dependencies reachable) and `/metrics`, and stops cleanly on SIGTERM; the work
-//! described above is not implemented yet.
+//! Layout:
+//! - [`app`]: runs one command against one order (load, rules, append with outbox,
+//!   snapshot and idempotency record, bounded retries on lost races);
+//! - [`http`]: the HTTP API and its idempotency-key handling;
+//! - [`problem`]: errors as `application/problem+json`;
+//! - [`consumer`]: the `order-commands` consumer.
+//!
+//! At start the schema migrations are applied (retrying while the database is down;
+//! `/readyz` reports `schema` until they are); `command-service migrate` applies them
+//! and exits, for a Kubernetes Job.
 
-use std::net::SocketAddr;
+pub mod app;
+pub mod consumer;
+pub mod http;
+pub mod problem;
 
-use clap::Parser;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use actix_web::web;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use orders_eventstore::{EventStore, Options};
 use orders_runtime::{
-    Probe, Runtime, ServiceConfig,
-    config::RuntimeArgs,
+    CancellationToken, Probe, Runtime, ServiceConfig,
+    config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     postgres::{self, DatabaseUrl},
 };
@@ -21,13 +44,12 @@ pub const SERVICE: &str = "command-service";
 
 /// Configuration, from flags or environment variables (`--help` lists them all).
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = SERVICE,
-    version,
-    about = "Order command API (event store and transactional outbox)",
-    long_about = "Order command API (event store and transactional outbox).\n\nNot implemented yet: this build only serves /healthz, /readyz and /metrics."
-)]
+#[command(name = SERVICE, version, about = "Order command API: event store and transactional outbox")]
 pub struct Config {
+    /// What to do; without a subcommand, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the HTTP server: the command API plus /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -36,6 +58,10 @@ pub struct Config {
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
     pub http_workers: usize,
 
+    /// Largest accepted request body, in bytes (larger ones get 413).
+    #[arg(long, env = "BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+
     /// PostgreSQL database of the event store, snapshots, outbox and idempotency keys.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:55432/orders_write")]
     pub database_url: DatabaseUrl,
@@ -43,6 +69,22 @@ pub struct Config {
     /// Maximum number of PostgreSQL connections.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
+
+    /// Channel to NOTIFY in every append so the outbox relay wakes at once; empty: none.
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "outbox")]
+    pub notify_channel: String,
+
+    /// Write a snapshot of an order every this many events (0: never).
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 20)]
+    pub snapshot_every: u64,
+
+    /// How many times a command is re-run after losing a race with another writer.
+    #[arg(long, env = "MAX_RETRIES", default_value_t = 5)]
+    pub max_retries: u32,
+
+    /// How long idempotency keys are remembered.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
 
     /// Topic the outbox rows are addressed to (published by outbox-relay).
     #[arg(long, env = "ORDERS_TOPIC", default_value = "orders")]
@@ -67,6 +109,13 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
+/// Subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations, then exit.
+    Migrate,
+}
+
 impl ServiceConfig for Config {
     const NAME: &'static str = SERVICE;
 
@@ -79,12 +128,88 @@ impl ServiceConfig for Config {
 /// the HTTP server is bound to.
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
     let pool = postgres::pool(&config.database_url, config.database_pool_size, SERVICE)?;
+    let notify_channel = Some(config.notify_channel.clone()).filter(|c| !c.is_empty());
+    let store = EventStore::new(pool.clone(), Options { notify_channel });
+
+    if matches!(config.command, Some(Command::Migrate)) {
+        store.migrate().await.context("applying migrations")?;
+        tracing::info!("migrations applied");
+        rt.shutdown_token().cancel();
+        return Ok(config.http_addr);
+    }
+
+    let migrated = Arc::new(AtomicBool::new(false));
+    spawn_migrations(store.clone(), Arc::clone(&migrated), rt.shutdown_token());
     rt.add_probe(Probe::postgres("postgres", pool));
+    rt.add_probe(Probe::new("schema", move || {
+        let migrated = migrated.load(Ordering::Acquire);
+        async move { if migrated { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
+    }));
     rt.add_probe(Probe::kafka(
         "kafka",
         &config.kafka.client_config(),
         vec![config.orders_topic.clone(), config.commands_topic.clone(), config.dead_letter_topic.clone()],
     )?);
-    let addr = rt.serve_http(config.http_addr, config.http_workers, |_| {})?;
+
+    let commands = app::Commands::new(
+        store.clone(),
+        app::Settings {
+            orders_topic: config.orders_topic.clone(),
+            snapshot_every: config.snapshot_every,
+            max_retries: config.max_retries,
+            idempotency_ttl: config.idempotency_ttl,
+        },
+    );
+    let consumer = consumer::CommandConsumer::new(
+        commands.clone(),
+        &config.kafka,
+        consumer::Topics {
+            commands: config.commands_topic.clone(),
+            dead_letter: config.dead_letter_topic.clone(),
+            group: config.consumer_group.clone(),
+        },
+    )?;
+    rt.spawn("order-commands consumer", |token| consumer.run(token));
+    rt.spawn("idempotency purge", |token| purge_expired(store, token));
+
+    let state = web::Data::new(http::HttpState { commands, body_limit: config.body_limit });
+    let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
     Ok(addr)
+}
+
+/// Applies migrations in the background, retrying while the database is down.
+fn spawn_migrations(store: EventStore, migrated: Arc<AtomicBool>, token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match store.migrate().await {
+                Ok(()) => {
+                    migrated.store(true, Ordering::Release);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "migrations failed; retrying"),
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+async fn purge_expired(store: EventStore, token: CancellationToken) -> anyhow::Result<()> {
+    let every = Duration::from_secs(600);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match store.purge_expired_idempotency().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency records deleted"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency records failed"),
+        }
+    }
 }

@@ -40,7 +40,7 @@ async fn becomes_ready_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn is_not_ready_while_kafka_is_unreachable() {
-    assert_not_ready_when(&SPEC, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", "kafka").await;
+    assert_not_ready_when(&SPEC, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", &["kafka"]).await;
 }
 
 #[tokio::test]
@@ -50,10 +50,16 @@ async fn rejects_a_malformed_address() {
 
 #[tokio::test]
 async fn is_not_ready_while_postgres_is_unreachable() {
-    assert_not_ready_when(&SPEC, "DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere", "postgres").await;
+    assert_not_ready_when(
+        &SPEC,
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        &["postgres", "schema"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn is_not_ready_when_a_topic_does_not_exist() {
-    assert_not_ready_when(&SPEC, "ORDERS_TOPIC", "no-such-topic", "kafka").await;
+    assert_not_ready_when(&SPEC, "ORDERS_TOPIC", "no-such-topic", &["kafka"]).await;
 }

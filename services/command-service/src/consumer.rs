@@ -1,0 +1,234 @@
+//! The `order-commands` consumer: applies the commands other services send (ship,
+//! cancel, pay) through the same path as HTTP.
+//!
+//! - **Once per command id.** Each command is applied under the idempotency key
+//!   `command:<id>`, recorded in the same transaction as its events; a redelivered
+//!   command finds its record and is skipped.
+//! - **Offsets after the database.** A message's offset is committed only after its
+//!   outcome is committed to PostgreSQL (events, or the recorded refusal), so a crash
+//!   in between redelivers it, and the key makes that harmless.
+//! - **Refusals are recorded, not retried.** A command that breaks a rule (cancel a
+//!   shipped order...) or names an unknown order is recorded with its reason and
+//!   skipped. Outages (database down) are retried with backoff, holding the partition.
+//! - **Poison goes to the dead-letter topic.** A message that does not decode, or whose
+//!   order's history is unusable, is produced to the dead-letter topic with its
+//!   original key and bytes and the reason and origin in headers; the consumer goes on.
+//! - **Order per order.** One loop handles messages one at a time; `order-commands` is
+//!   keyed by order id, so one order's commands are applied in the order sent.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use orders_events::{CommandMessage, OrderCommand, decode_command};
+use orders_eventstore::IdempotencyRecord;
+use orders_runtime::{CancellationToken, kafka::KafkaArgs};
+use rdkafka::{
+    Message,
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    message::{BorrowedMessage, Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use sha2::{Digest, Sha256};
+
+use crate::app::{CommandError, Commands, Context, IdempotencyKey, Intent};
+
+/// Topics and group of the consumer.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// The commands topic.
+    pub commands: String,
+    /// Where undecodable commands go.
+    pub dead_letter: String,
+    /// The consumer group.
+    pub group: String,
+}
+
+/// Consumes `order-commands`; see the [module docs](self).
+pub struct CommandConsumer {
+    commands: Commands,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    topics: Topics,
+}
+
+impl std::fmt::Debug for CommandConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandConsumer").field("topics", &self.topics).finish_non_exhaustive()
+    }
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    Applied,
+    Duplicate,
+    Refused,
+    DeadLettered,
+}
+
+impl Handled {
+    fn label(self) -> &'static str {
+        match self {
+            Handled::Applied => "applied",
+            Handled::Duplicate => "duplicate",
+            Handled::Refused => "refused",
+            Handled::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl CommandConsumer {
+    /// A consumer in `topics.group`, not yet subscribed.
+    pub fn new(commands: Commands, kafka: &KafkaArgs, topics: Topics) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer =
+            kafka.consumer_config(&topics.group).create().context("creating the order-commands consumer")?;
+        let producer: FutureProducer =
+            kafka.producer_config().create().context("creating the dead-letter producer")?;
+        Ok(Self { commands, consumer, producer, topics })
+    }
+
+    /// Consumes until `token` is cancelled.
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        self.consumer.subscribe(&[&self.topics.commands]).context("subscribing to order-commands")?;
+        loop {
+            let message = tokio::select! {
+                () = token.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receiving from order-commands failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let Some(handled) = self.handle(&message, &token).await else { break };
+            metrics::counter!("order_commands_total", "outcome" => handled.label()).increment(1);
+            if let Err(e) = self.consumer.commit_message(&message, CommitMode::Async) {
+                tracing::warn!(error = %e, "committing the offset failed; the command may be redelivered");
+            }
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Handles one message; `None` when shutdown interrupted it (not committed).
+    async fn handle(&self, message: &BorrowedMessage<'_>, token: &CancellationToken) -> Option<Handled> {
+        let bytes = message.payload().unwrap_or_default();
+        let command = match decode_command(bytes) {
+            Ok(command) => command,
+            Err(e) => return self.dead_letter(message, &format!("undecodable command: {e}"), token).await,
+        };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.apply(&command, bytes).await {
+                Ok(handled) => return Some(handled),
+                Err(CommandError::Store(e)) if e.is_transient() => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "database unavailable; retrying the command");
+                }
+                Err(e @ CommandError::Corrupt { .. }) => {
+                    return self.dead_letter(message, &e.to_string(), token).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "applying a command failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn apply(&self, message: &CommandMessage, bytes: &[u8]) -> Result<Handled, CommandError> {
+        let key = IdempotencyKey {
+            key: format!("command:{}", message.metadata.command_id),
+            request_hash: Sha256::digest(bytes).to_vec(),
+        };
+        let store = self.commands.store();
+        if store.find_idempotency(&key.key).await?.is_some() {
+            return Ok(Handled::Duplicate);
+        }
+        let intent = match &message.command {
+            OrderCommand::Ship(cmd) => Intent::Ship(cmd.clone()),
+            OrderCommand::Cancel(cmd) => Intent::Cancel(cmd.clone()),
+            OrderCommand::Pay(cmd) => Intent::Pay(cmd.clone()),
+        };
+        let ctx = Context {
+            correlation_id: message.metadata.correlation_id,
+            causation_id: Some(message.metadata.command_id),
+            traceparent: None,
+            expected_version: message.expected_version,
+            idempotency: Some(key.clone()),
+        };
+        let order_id = message.order_id.as_uuid();
+        match self.commands.execute(order_id, &intent, &ctx, 200).await {
+            Ok(_) => Ok(Handled::Applied),
+            Err(CommandError::DuplicateKey) => Ok(Handled::Duplicate),
+            Err(
+                e @ (CommandError::Rejected(_)
+                | CommandError::NotFound(_)
+                | CommandError::VersionMismatch { .. }
+                | CommandError::Contention),
+            ) => {
+                tracing::warn!(%order_id, command = intent.name(), reason = %e, "command refused; recorded and skipped");
+                let record = IdempotencyRecord {
+                    key: key.key,
+                    request_hash: key.request_hash,
+                    status: 409,
+                    response: serde_json::json!({ "refused": e.to_string() }),
+                    ttl: self.commands.idempotency_ttl(),
+                };
+                match store.record_answer(&record).await {
+                    Ok(()) | Err(orders_eventstore::Error::DuplicateIdempotencyKey(_)) => {
+                        Ok(Handled::Refused)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+        token: &CancellationToken,
+    ) -> Option<Handled> {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "dead-lettering a command"
+        );
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "dlq.reason", value: Some(reason) })
+                .insert(Header { key: "dlq.origin.topic", value: Some(message.topic()) })
+                .insert(Header { key: "dlq.origin.partition", value: Some(&partition) })
+                .insert(Header { key: "dlq.origin.offset", value: Some(&offset) });
+            let mut record = FutureRecord::to(&self.topics.dead_letter)
+                .payload(message.payload().unwrap_or_default())
+                .headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            match self.producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => return Some(Handled::DeadLettered),
+                Err((e, _)) => tracing::warn!(error = %e, "producing a dead letter failed; retrying"),
+            }
+            tokio::select! {
+                () = token.cancelled() => return None,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+}

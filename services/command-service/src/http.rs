@@ -1,0 +1,357 @@
+//! The HTTP command API (actix-web).
+//!
+//! - `POST /commands/orders` → `201 {order_id, version, status}`
+//! - `POST /commands/orders/{id}/pay | ship | cancel` → `200 {order_id, version, status}`
+//! - `GET /orders/{id}/events` → the order's events, oldest first
+//!
+//! Headers: `Idempotency-Key` (the same key and body replay the first answer, marked
+//! `Idempotency-Replayed: true`; the same key with another body is `422`), `If-Match:
+//! <version>` (apply only at that version, else `409`), `traceparent` (carried onto the
+//! events' Kafka records), `X-Correlation-Id` (a UUID shared by everything the request
+//! causes; one is made when absent). Errors are `application/problem+json`
+//! ([`crate::problem`]).
+
+use std::future::Future;
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{StatusCode, header::CONTENT_LENGTH},
+    web,
+};
+use futures::StreamExt;
+use orders_domain::{
+    CancelOrder, CancelOrderInput, CreateOrder, CreateOrderInput, PayOrder, PayOrderInput, ShipOrder,
+    ShipOrderInput,
+};
+use orders_events::decode_event;
+use orders_eventstore::StoredAnswer;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    app::{Accepted, CommandError, Commands, Context, IdempotencyKey, Intent},
+    problem::ApiError,
+};
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct HttpState {
+    /// The application service.
+    pub commands: Commands,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// Registers the command API's routes.
+pub fn routes(state: web::Data<HttpState>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg| {
+        cfg.app_data(state.clone())
+            .route("/commands/orders", web::post().to(create))
+            .route("/commands/orders/{id}/pay", web::post().to(pay))
+            .route("/commands/orders/{id}/ship", web::post().to(ship))
+            .route("/commands/orders/{id}/cancel", web::post().to(cancel))
+            .route("/orders/{id}/events", web::get().to(history))
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+}
+
+async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.body_limit).await?;
+    let input: CreateOrderInput = parse_json(&body)?;
+    let cmd = CreateOrder::try_from(input)?;
+    let ctx = context(&req, &body)?;
+    let commands = &state.commands;
+    answer(&state, ctx, StatusCode::CREATED, "create", |ctx| async move {
+        commands.create(cmd, &ctx, StatusCode::CREATED.as_u16()).await
+    })
+    .await
+}
+
+async fn pay(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.body_limit).await?;
+    let input: PayOrderInput = parse_json(&body)?;
+    on_order(req, path, body, state, Intent::Pay(PayOrder::try_from(input)?)).await
+}
+
+async fn ship(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.body_limit).await?;
+    let input: ShipOrderInput = parse_json(&body)?;
+    on_order(req, path, body, state, Intent::Ship(ShipOrder::try_from(input)?)).await
+}
+
+async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload, state.body_limit).await?;
+    let input: CancelOrderInput = parse_json(&body)?;
+    on_order(req, path, body, state, Intent::Cancel(CancelOrder::try_from(input)?)).await
+}
+
+async fn on_order(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<HttpState>,
+    intent: Intent,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = parse_order_id(&path)?;
+    let mut ctx = context(&req, &body)?;
+    ctx.expected_version = if_match(&req)?;
+    let name = intent.name();
+    let commands = &state.commands;
+    answer(&state, ctx, StatusCode::OK, name, |ctx| async move {
+        commands.execute(order_id, &intent, &ctx, StatusCode::OK.as_u16()).await
+    })
+    .await
+}
+
+async fn history(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+    let order_id = parse_order_id(&path)?;
+    let recorded = state.commands.store().history(order_id).await.map_err(CommandError::from)?;
+    if recorded.is_empty() {
+        return Err(ApiError::NotFound(format!("order {order_id} does not exist")));
+    }
+    let mut events = Vec::with_capacity(recorded.len());
+    for record in recorded {
+        let (metadata, event) = decode_event(&record.payload).map_err(|e| {
+            tracing::error!(%order_id, version = record.version, error = %e, "stored event does not decode");
+            ApiError::Internal
+        })?;
+        let mut json = serde_json::to_value(&event).map_err(|_| ApiError::Internal)?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("event_id".into(), metadata.event_id.to_string().into());
+            object.insert("correlation_id".into(), metadata.correlation_id.to_string().into());
+            if let Some(causation) = metadata.causation_id {
+                object.insert("causation_id".into(), causation.to_string().into());
+            }
+            object.insert("recorded_at".into(), record.recorded_at.to_rfc3339().into());
+        }
+        events.push(json);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "order_id": order_id, "events": events })))
+}
+
+/// Runs a command with idempotency-key handling, and turns its outcome into a response.
+async fn answer<F, Fut>(
+    state: &HttpState,
+    ctx: Context,
+    status: StatusCode,
+    command: &'static str,
+    run: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<Accepted, CommandError>>,
+{
+    let started = std::time::Instant::now();
+    let store = state.commands.store();
+    if let Some(key) = &ctx.idempotency
+        && let Some(stored) = store.find_idempotency(&key.key).await.map_err(CommandError::from)?
+    {
+        return replay(stored, key);
+    }
+    let key = ctx.idempotency.clone();
+    let outcome = run(ctx).await;
+    let outcome_label = match &outcome {
+        Ok(_) => "accepted",
+        Err(CommandError::Rejected(_) | CommandError::NotFound(_)) => "rejected",
+        Err(_) => "failed",
+    };
+    metrics::counter!("commands_total", "command" => command, "outcome" => outcome_label).increment(1);
+    metrics::histogram!("command_duration_seconds", "command" => command).record(started.elapsed());
+    match outcome {
+        Ok(accepted) => Ok(HttpResponse::build(status).json(accepted)),
+        Err(CommandError::DuplicateKey) => {
+            let key = key.ok_or(ApiError::Internal)?;
+            match store.find_idempotency(&key.key).await.map_err(CommandError::from)? {
+                Some(stored) => replay(stored, &key),
+                None => Err(CommandError::DuplicateKey.into()),
+            }
+        }
+        Err(error) => {
+            let error = ApiError::from(error);
+            // A refusal for good is part of the answer to replay; an outage is not.
+            if let Some(key) = key
+                && matches!(
+                    error,
+                    ApiError::RuleBroken { .. } | ApiError::NotFound(_) | ApiError::InvalidInput { .. }
+                )
+            {
+                let record = orders_eventstore::IdempotencyRecord {
+                    key: key.key,
+                    request_hash: key.request_hash,
+                    status: actix_web::ResponseError::status_code(&error).as_u16(),
+                    response: error.body(),
+                    ttl: state.commands.idempotency_ttl(),
+                };
+                if let Err(e) = store.record_answer(&record).await {
+                    tracing::warn!(error = %e, "could not record the refusal under its idempotency key");
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
+fn replay(stored: StoredAnswer, key: &IdempotencyKey) -> Result<HttpResponse, ApiError> {
+    if stored.request_hash != key.request_hash {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let status = StatusCode::from_u16(stored.status).map_err(|_| ApiError::Internal)?;
+    let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
+    Ok(HttpResponse::build(status)
+        .insert_header(("Idempotency-Replayed", "true"))
+        .content_type(content_type)
+        .body(stored.response.to_string()))
+}
+
+/// Reads the body, refusing more than `limit` bytes.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedBody {
+            detail: format!("cannot read the body: {e}"),
+            field: None,
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses JSON, naming the field at fault.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = e.inner().to_string();
+        let field = if path == "." {
+            // Serde reports a missing field at its parent: name the field itself.
+            detail.split('`').nth(1).filter(|_| detail.starts_with("missing field")).map(str::to_string)
+        } else {
+            Some(path)
+        };
+        ApiError::MalformedBody { detail: format!("invalid JSON body: {detail}"), field }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::MalformedBody { detail: format!("invalid JSON body: {e}"), field: None })?;
+    Ok(value)
+}
+
+fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::InvalidInput {
+        detail: format!("`{raw}` is not an order id (a UUID)"),
+        field: Some("id".into()),
+    })
+}
+
+/// `If-Match: 3`, `"3"` or `W/"3"`.
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get("If-Match") else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<u64>().map(Some).map_err(|_| ApiError::InvalidHeader {
+        header: "If-Match",
+        detail: format!("`{text}` is not a version number"),
+    })
+}
+
+fn context(req: &HttpRequest, body: &[u8]) -> Result<Context, ApiError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let correlation_id =
+        header("X-Correlation-Id").and_then(|v| Uuid::parse_str(v).ok()).unwrap_or_else(Uuid::now_v7);
+    let traceparent = header("traceparent").filter(|v| v.len() == 55 && v.is_ascii()).map(str::to_string);
+    let idempotency = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(raw) => {
+            let key = raw.to_str().ok().filter(|k| !k.trim().is_empty() && k.len() <= 255).ok_or(
+                ApiError::InvalidHeader {
+                    header: "Idempotency-Key",
+                    detail: "must be 1 to 255 visible ASCII characters".into(),
+                },
+            )?;
+            let mut hash = Sha256::new();
+            hash.update(req.method().as_str());
+            hash.update(b" ");
+            hash.update(req.path());
+            hash.update(b"\n");
+            hash.update(body);
+            Some(IdempotencyKey { key: format!("http:{key}"), request_hash: hash.finalize().to_vec() })
+        }
+    };
+    Ok(Context { correlation_id, causation_id: None, traceparent, expected_version: None, idempotency })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        a: i64,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        q: i64,
+    }
+
+    fn field_of(body: &str) -> Option<String> {
+        match parse_json::<Body>(body.as_bytes()) {
+            Err(ApiError::MalformedBody { field, .. }) => field,
+            other => panic!("expected a malformed body, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_path() {
+        assert_eq!(field_of(r#"{"a": 1, "items": [{"q": 1}, {"q": "x"}]}"#).as_deref(), Some("items[1].q"));
+    }
+
+    #[test]
+    fn a_missing_field_names_the_field() {
+        assert_eq!(field_of(r#"{"items": []}"#).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn trailing_garbage_is_malformed() {
+        assert_eq!(field_of(r#"{"a": 1, "items": []} x"#), None);
+    }
+}

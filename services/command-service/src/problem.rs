@@ -1,0 +1,177 @@
+//! HTTP errors as RFC 9457 `application/problem+json`, mapped to status codes in one
+//! place.
+//!
+//! Body: `type` (a stable URI per kind of problem, relative to the service), `title`
+//! (short, fixed per type), `status`, `detail` (what was wrong with this request) and,
+//! where one input is at fault, `field` (a JSON path such as `items[0].quantity`).
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde::Serialize;
+
+use crate::app::CommandError;
+
+/// Everything an HTTP request can end with besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape.
+    #[error("{detail}")]
+    MalformedBody {
+        /// What is wrong.
+        detail: String,
+        /// Where, when known.
+        field: Option<String>,
+    },
+    /// A value is invalid whatever the order's state.
+    #[error("{detail}")]
+    InvalidInput {
+        /// What is wrong.
+        detail: String,
+        /// Where, when known.
+        field: Option<String>,
+    },
+    /// A header has a value that cannot be used.
+    #[error("header {header}: {detail}")]
+    InvalidHeader {
+        /// The header.
+        header: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The path names no order.
+    #[error("{0}")]
+    NotFound(String),
+    /// A rule of the order refuses the command in its current state.
+    #[error("{detail}")]
+    RuleBroken {
+        /// The rule's message.
+        detail: String,
+        /// The field at fault, if one is.
+        field: Option<String>,
+    },
+    /// The order is not at the version the client pinned, or kept changing.
+    #[error("{0}")]
+    Conflict(String),
+    /// The idempotency key was used with another request.
+    #[error("the Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    /// The body is larger than allowed.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The database cannot be reached; retry later.
+    #[error("the service cannot reach its database; retry later")]
+    Unavailable,
+    /// A bug or corruption; logged where it happened.
+    #[error("internal error")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    fn slug_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::MalformedBody { .. } => ("malformed-body", "The request body is malformed"),
+            ApiError::InvalidInput { .. } => ("invalid-input", "A value in the request is invalid"),
+            ApiError::InvalidHeader { .. } => ("invalid-header", "A request header is invalid"),
+            ApiError::NotFound(_) => ("not-found", "No such order"),
+            ApiError::RuleBroken { .. } => ("rule-broken", "The order's rules refuse this command"),
+            ApiError::Conflict(_) => ("concurrency-conflict", "The order changed concurrently"),
+            ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
+            ApiError::PayloadTooLarge { .. } => ("payload-too-large", "The request body is too large"),
+            ApiError::Unavailable => ("unavailable", "Temporarily unavailable"),
+            ApiError::Internal => ("internal", "Internal error"),
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::MalformedBody { field, .. }
+            | ApiError::InvalidInput { field, .. }
+            | ApiError::RuleBroken { field, .. } => field.as_deref(),
+            ApiError::InvalidHeader { header, .. } => Some(header),
+            _ => None,
+        }
+    }
+
+    /// The problem document, as stored for idempotent replays too.
+    pub fn body(&self) -> serde_json::Value {
+        let (slug, title) = self.slug_and_title();
+        serde_json::to_value(Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            field: self.field(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedBody { .. }
+            | ApiError::InvalidInput { .. }
+            | ApiError::InvalidHeader { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::RuleBroken { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unavailable) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.content_type("application/problem+json").json(self.body())
+    }
+}
+
+impl From<orders_domain::OrderError> for ApiError {
+    fn from(error: orders_domain::OrderError) -> Self {
+        use orders_domain::ErrorKind;
+        let field = error.field().map(|f| f.to_string());
+        match error.kind() {
+            ErrorKind::InvalidInput => ApiError::InvalidInput { detail: error.to_string(), field },
+            ErrorKind::NotFound => ApiError::NotFound(error.to_string()),
+            ErrorKind::Conflict => ApiError::RuleBroken { detail: error.to_string(), field },
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Rejected(e) => e.into(),
+            CommandError::NotFound(id) => ApiError::NotFound(format!("order {id} does not exist")),
+            e @ (CommandError::VersionMismatch { .. } | CommandError::Contention) => {
+                ApiError::Conflict(e.to_string())
+            }
+            CommandError::DuplicateKey => ApiError::Conflict(error.to_string()),
+            CommandError::Store(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable
+            }
+            e => {
+                tracing::error!(error = %e, "command failed");
+                ApiError::Internal
+            }
+        }
+    }
+}

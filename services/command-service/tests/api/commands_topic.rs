@@ -1,0 +1,123 @@
+//! Commands from `order-commands`: applied once per command id, refusals recorded,
+//! undecodable messages dead-lettered.
+
+use std::time::Duration;
+
+use orders_domain::{CancelOrder, CancelReason, OrderId};
+use orders_events::{CommandMessage, CommandMetadata, OrderCommand, encode_command};
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+    message::Headers,
+    producer::{FutureProducer, FutureRecord},
+};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, event_types, spawn_app};
+
+async fn produce(app: &TestApp, key: &str, payload: &[u8]) {
+    let producer: FutureProducer = app.kafka.client_config().create().unwrap();
+    producer
+        .send(FutureRecord::to(&app.commands_topic).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+fn cancel(order_id: &str, command_id: Uuid) -> Vec<u8> {
+    encode_command(&CommandMessage {
+        metadata: CommandMetadata { command_id, correlation_id: Uuid::now_v7(), causation_id: None },
+        order_id: OrderId::from_uuid(Uuid::parse_str(order_id).unwrap()),
+        expected_version: None,
+        command: OrderCommand::Cancel(CancelOrder::new(CancelReason::new("out of stock").unwrap())),
+    })
+}
+
+async fn wait_for_events(app: &TestApp, order_id: &str, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..300 {
+        let events = app.events(order_id).await;
+        if events.len() >= count {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("order {order_id} did not reach {count} events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_is_applied_once_even_when_delivered_twice() {
+    let app = spawn_app().await;
+    let id = app.create_order().await;
+    let command_id = Uuid::now_v7();
+    let bytes = cancel(&id, command_id);
+    produce(&app, &id, &bytes).await;
+    produce(&app, &id, &bytes).await;
+    let events = wait_for_events(&app, &id, 2).await;
+    assert_eq!(event_types(&events), ["OrderCreated", "OrderCancelled"]);
+    assert_eq!(events[1]["causation_id"], command_id.to_string());
+
+    // A later command proves both copies were consumed: still one cancellation.
+    let marker = app.create_order().await;
+    produce(&app, &marker, &cancel(&marker, Uuid::now_v7())).await;
+    wait_for_events(&app, &marker, 2).await;
+    assert_eq!(app.events(&id).await.len(), 2);
+    let recorded = app
+        .count(&format!("SELECT count(*) FROM idempotency_records WHERE key = 'command:{command_id}'"))
+        .await;
+    assert_eq!(recorded, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_command_is_recorded_and_skipped() {
+    let app = spawn_app().await;
+    let id = app.create_order().await;
+    let first = Uuid::now_v7();
+    let second = Uuid::now_v7();
+    produce(&app, &id, &cancel(&id, first)).await;
+    produce(&app, &id, &cancel(&id, second)).await;
+    wait_for_events(&app, &id, 2).await;
+    for _ in 0..100 {
+        let recorded = app
+            .count(&format!(
+                "SELECT count(*) FROM idempotency_records WHERE key = 'command:{second}' AND status = 409"
+            ))
+            .await;
+        if recorded == 1 {
+            assert_eq!(app.events(&id).await.len(), 2);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the second cancel was not recorded as refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_command_goes_to_the_dead_letter_topic_with_its_reason() {
+    let app = spawn_app().await;
+    produce(&app, "some-key", b"\xff\xff not protobuf").await;
+    let consumer: StreamConsumer = app
+        .kafka
+        .client_config()
+        .set("group.id", app.kafka.name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&app.dead_letter_topic]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.unwrap().unwrap();
+    assert_eq!(message.payload(), Some(&b"\xff\xff not protobuf"[..]));
+    assert_eq!(message.key(), Some(&b"some-key"[..]));
+    let headers = message.headers().unwrap();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert!(header("dlq.reason").unwrap().starts_with("undecodable command: "), "{:?}", header("dlq.reason"));
+    assert_eq!(header("dlq.origin.topic").as_deref(), Some(app.commands_topic.as_str()));
+    // The consumer went on: a valid command after the poison is applied.
+    let id = app.create_order().await;
+    produce(&app, &id, &cancel(&id, Uuid::now_v7())).await;
+    wait_for_events(&app, &id, 2).await;
+}

@@ -1,0 +1,146 @@
+//! `spawn_app`: the service in-process, on port 0, with a fresh database and topics.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use command_service::{Config, SERVICE, build};
+use orders_runtime::{CancellationToken, Runtime};
+use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use serde_json::{Value, json};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub db: TestDatabase,
+    pub kafka: TestKafka,
+    pub commands_topic: String,
+    pub dead_letter_topic: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let db = TestDatabase::create().await;
+    let mut kafka = TestKafka::new().await;
+    let orders_topic = kafka.topic("orders", 3).await;
+    let commands_topic = kafka.topic("order-commands", 3).await;
+    let dead_letter_topic = kafka.topic("dlq-order-commands", 1).await;
+    let group = kafka.name("command-service");
+    let bootstrap = orders_testkit::kafka::bootstrap_servers();
+    let mut args = vec![
+        SERVICE,
+        "--http-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        db.url(),
+        "--orders-topic",
+        &orders_topic,
+        "--commands-topic",
+        &commands_topic,
+        "--dead-letter-topic",
+        &dead_letter_topic,
+        "--consumer-group",
+        &group,
+        "--kafka-bootstrap-servers",
+        &bootstrap,
+        "--shutdown-timeout",
+        "5s",
+    ];
+    args.extend_from_slice(extra);
+    let config = Config::try_parse_from(args).unwrap();
+    let mut runtime = Runtime::new(SERVICE, &config.runtime);
+    let addr = build(config, &mut runtime).await.unwrap();
+    let shutdown = runtime.shutdown_token();
+    tokio::spawn(runtime.run_until(std::future::pending()));
+    let app = TestApp {
+        addr,
+        http: reqwest::Client::new(),
+        db,
+        kafka,
+        commands_topic: commands_topic.clone(),
+        dead_letter_topic: dead_letter_topic.clone(),
+        shutdown,
+    };
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the service did not become ready");
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an order of 2 x 500 EUR; returns its id.
+    pub async fn create_order(&self) -> String {
+        let response = self.post("/commands/orders", &order_body()).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["order_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn events(&self, order_id: &str) -> Vec<Value> {
+        let response = self.http.get(self.url(&format!("/orders/{order_id}/events"))).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["events"].as_array().unwrap().clone()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.db.pool().get().await.unwrap();
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+pub fn order_body() -> Value {
+    json!({ "user_id": "user-1", "currency": "EUR", "items": [{ "sku": "SKU-1", "quantity": 2, "unit_price_minor": 500 }] })
+}
+
+pub fn event_types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["payload"]["type"].as_str().unwrap().to_string()).collect()
+}
+
+/// Reads a problem answer: asserts the status and content type, returns the body.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().starts_with("/problems/"), "{body}");
+    body
+}
