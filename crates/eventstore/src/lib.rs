@@ -37,6 +37,10 @@ use deadpool_postgres::{Pool, PoolError};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
+mod group_commit;
+
+pub use group_commit::GroupCommit;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -216,6 +220,9 @@ impl Loaded {
 pub struct Options {
     /// Channel to `NOTIFY` in every append transaction (`None`: no notification).
     pub notify_channel: Option<String>,
+    /// Let concurrent appends share transactions ([`group_commit`]); `None`: one
+    /// transaction per append.
+    pub group_commit: Option<GroupCommit>,
 }
 
 /// The stable shard of an outbox key: FNV-1a over the bytes, modulo [`OUTBOX_SHARDS`].
@@ -229,9 +236,10 @@ pub fn outbox_shard(key: &[u8]) -> i32 {
 pub struct EventStore {
     pool: Pool,
     options: Options,
+    committer: Option<group_commit::Committer>,
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -240,9 +248,13 @@ fn to_u64(v: i64) -> u64 {
 }
 
 impl EventStore {
-    /// A store over `pool`.
+    /// A store over `pool`. With [`Options::group_commit`], starts the committer tasks
+    /// (call it inside a Tokio runtime); they stop when the last clone is dropped.
     pub fn new(pool: Pool, options: Options) -> Self {
-        Self { pool, options }
+        let committer = options.group_commit.map(|settings| {
+            group_commit::Committer::start(pool.clone(), options.notify_channel.clone(), settings)
+        });
+        Self { pool, options, committer }
     }
 
     /// The pool the store uses.
@@ -314,48 +326,21 @@ impl EventStore {
     #[tracing::instrument(skip_all, fields(stream_id = %append.stream_id, expected = append.expected_version))]
     pub async fn append(&self, append: Append<'_>) -> Result<()> {
         check_versions(&append)?;
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let insert_events = tx.prepare_cached(include_str!("sql/insert_event.sql")).await?;
-        let versions: Vec<i64> = append.events.iter().map(|e| to_i64(e.version)).collect();
-        let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = append.events.iter().map(|e| e.event_type.as_str()).collect();
-        let payloads: Vec<&[u8]> = append.events.iter().map(|e| e.payload.as_slice()).collect();
-        tx.execute(&insert_events, &[&append.stream_id, &versions, &ids, &types, &payloads])
-            .await
-            .map_err(|e| classify(e, &append))?;
-
-        if !append.outbox.is_empty() {
-            let insert_outbox = tx.prepare_cached(include_str!("sql/insert_outbox.sql")).await?;
-            let shards: Vec<i32> = append.outbox.iter().map(|m| outbox_shard(&m.key)).collect();
-            let topics: Vec<&str> = append.outbox.iter().map(|m| m.topic.as_str()).collect();
-            let keys: Vec<&[u8]> = append.outbox.iter().map(|m| m.key.as_slice()).collect();
-            let values: Vec<&[u8]> = append.outbox.iter().map(|m| m.payload.as_slice()).collect();
-            let headers: Vec<serde_json::Value> =
-                append.outbox.iter().map(|m| serde_json::json!(m.headers)).collect();
-            tx.execute(&insert_outbox, &[&shards, &topics, &keys, &values, &headers]).await?;
-        }
-        if let Some(snapshot) = append.snapshot {
-            let upsert = tx.prepare_cached(include_str!("sql/upsert_snapshot.sql")).await?;
-            tx.execute(&upsert, &[&append.stream_id, &to_i64(snapshot.version), &snapshot.state]).await?;
-        }
-        if let Some(record) = append.idempotency {
-            let insert = tx.prepare_cached(include_str!("sql/insert_idempotency.sql")).await?;
-            let status = i32::from(record.status);
-            let ttl = record.ttl.as_secs_f64();
-            let inserted = tx
-                .execute(&insert, &[&record.key, &record.request_hash, &status, &record.response, &ttl])
-                .await
-                .map_err(|e| classify(e, &append))?;
-            if inserted == 0 {
-                return Err(Error::DuplicateIdempotencyKey(record.key.clone()));
+        match &self.committer {
+            Some(committer) => {
+                committer
+                    .append(group_commit::OwnedAppend {
+                        stream_id: append.stream_id,
+                        expected_version: append.expected_version,
+                        events: append.events.to_vec(),
+                        outbox: append.outbox.to_vec(),
+                        snapshot: append.snapshot.cloned(),
+                        idempotency: append.idempotency.cloned(),
+                    })
+                    .await
             }
+            None => append_one(&self.pool, self.options.notify_channel.as_deref(), &append).await,
         }
-        if let Some(channel) = &self.options.notify_channel {
-            tx.execute("SELECT pg_notify($1, '')", &[channel]).await?;
-        }
-        tx.commit().await.map_err(|e| classify(e, &append))?;
-        Ok(())
     }
 
     /// The live answer recorded under `key`, if any.
@@ -395,6 +380,53 @@ impl EventStore {
         let stmt = client.prepare_cached(include_str!("sql/purge_idempotency.sql")).await?;
         Ok(client.execute(&stmt, &[]).await?)
     }
+}
+
+/// One append in its own transaction.
+pub(crate) async fn append_one(pool: &Pool, notify_channel: Option<&str>, append: &Append<'_>) -> Result<()> {
+    check_versions(append)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let insert_events = tx.prepare_cached(include_str!("sql/insert_event.sql")).await?;
+    let versions: Vec<i64> = append.events.iter().map(|e| to_i64(e.version)).collect();
+    let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
+    let types: Vec<&str> = append.events.iter().map(|e| e.event_type.as_str()).collect();
+    let payloads: Vec<&[u8]> = append.events.iter().map(|e| e.payload.as_slice()).collect();
+    tx.execute(&insert_events, &[&append.stream_id, &versions, &ids, &types, &payloads])
+        .await
+        .map_err(|e| classify(e, append))?;
+
+    if !append.outbox.is_empty() {
+        let insert_outbox = tx.prepare_cached(include_str!("sql/insert_outbox.sql")).await?;
+        let shards: Vec<i32> = append.outbox.iter().map(|m| outbox_shard(&m.key)).collect();
+        let topics: Vec<&str> = append.outbox.iter().map(|m| m.topic.as_str()).collect();
+        let keys: Vec<&[u8]> = append.outbox.iter().map(|m| m.key.as_slice()).collect();
+        let values: Vec<&[u8]> = append.outbox.iter().map(|m| m.payload.as_slice()).collect();
+        let headers: Vec<serde_json::Value> =
+            append.outbox.iter().map(|m| serde_json::json!(m.headers)).collect();
+        tx.execute(&insert_outbox, &[&shards, &topics, &keys, &values, &headers]).await?;
+    }
+    if let Some(snapshot) = append.snapshot {
+        let upsert = tx.prepare_cached(include_str!("sql/upsert_snapshot.sql")).await?;
+        tx.execute(&upsert, &[&append.stream_id, &to_i64(snapshot.version), &snapshot.state]).await?;
+    }
+    if let Some(record) = append.idempotency {
+        let insert = tx.prepare_cached(include_str!("sql/insert_idempotency.sql")).await?;
+        let status = i32::from(record.status);
+        let ttl = record.ttl.as_secs_f64();
+        let inserted = tx
+            .execute(&insert, &[&record.key, &record.request_hash, &status, &record.response, &ttl])
+            .await
+            .map_err(|e| classify(e, append))?;
+        if inserted == 0 {
+            return Err(Error::DuplicateIdempotencyKey(record.key.clone()));
+        }
+    }
+    if let Some(channel) = notify_channel {
+        tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
+    }
+    tx.commit().await.map_err(|e| classify(e, append))?;
+    Ok(())
 }
 
 fn check_versions(append: &Append<'_>) -> Result<()> {

@@ -4,17 +4,25 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use orders_eventstore::{
-    Append, Error, EventStore, IdempotencyRecord, NewEvent, Options, OutboxMessage, Snapshot, outbox_shard,
+    Append, Error, EventStore, GroupCommit, IdempotencyRecord, NewEvent, Options, OutboxMessage, Snapshot,
+    outbox_shard,
 };
 use orders_testkit::postgres::TestDatabase;
 use uuid::Uuid;
 
 async fn store(db: &TestDatabase) -> EventStore {
+    store_with(db, None).await
+}
+
+/// Group commit on or off: the guarantees must be the same.
+async fn store_with(db: &TestDatabase, group_commit: Option<GroupCommit>) -> EventStore {
     let pool = orders_testkit::postgres::pool(db.url(), 32);
-    let store = EventStore::new(pool, Options { notify_channel: Some("outbox".into()) });
+    let store = EventStore::new(pool, Options { notify_channel: Some("outbox".into()), group_commit });
     store.migrate().await.unwrap();
     store
 }
+
+const MODES: [Option<GroupCommit>; 2] = [None, Some(GroupCommit { committers: 2, max_batch: 8 })];
 
 fn event(version: u64) -> NewEvent {
     NewEvent {
@@ -72,7 +80,13 @@ async fn migrations_apply_once_even_when_run_concurrently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_writers_racing_on_one_version_give_exactly_one_winner() {
     let db = TestDatabase::create().await;
-    let store = Arc::new(store(&db).await);
+    for mode in MODES {
+        sixteen_writers_on_one_version(&db, mode).await;
+    }
+}
+
+async fn sixteen_writers_on_one_version(db: &TestDatabase, mode: Option<GroupCommit>) {
+    let store = Arc::new(store_with(db, mode).await);
     let stream = Uuid::now_v7();
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -93,7 +107,7 @@ async fn sixteen_writers_racing_on_one_version_give_exactly_one_winner() {
             Err(e) => panic!("unexpected error: {e}"),
         }
     }
-    assert_eq!((wins, conflicts), (1, 15));
+    assert_eq!((wins, conflicts), (1, 15), "group commit: {mode:?}");
     // Outbox rows exist exactly for the committed event.
     assert_eq!(count(&store, "SELECT count(*) FROM events WHERE stream_id = $1", stream).await, 1);
     let key = stream.to_string().into_bytes();
@@ -106,7 +120,13 @@ async fn sixteen_writers_racing_on_one_version_give_exactly_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_that_retry_produce_gapless_versions() {
     let db = TestDatabase::create().await;
-    let store = Arc::new(store(&db).await);
+    for mode in MODES {
+        retrying_writers(&db, mode).await;
+    }
+}
+
+async fn retrying_writers(db: &TestDatabase, mode: Option<GroupCommit>) {
+    let store = Arc::new(store_with(db, mode).await);
     let stream = Uuid::now_v7();
     let tasks: Vec<_> = (0..16)
         .map(|_| {
@@ -130,7 +150,7 @@ async fn concurrent_writers_that_retry_produce_gapless_versions() {
         versions.push(task.await.unwrap().0);
     }
     versions.sort_unstable();
-    assert_eq!(versions, (1..=16).collect::<Vec<_>>(), "each writer won exactly one version");
+    assert_eq!(versions, (1..=16).collect::<Vec<_>>(), "each writer won exactly one version ({mode:?})");
     let history = store.history(stream).await.unwrap();
     assert_eq!(history.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=16).collect::<Vec<_>>());
 }
@@ -245,4 +265,45 @@ async fn expired_idempotency_records_are_forgotten_and_purged() {
     store.record_answer(&IdempotencyRecord { key: "command:2".into(), ..short }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(store.purge_expired_idempotency().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_writes_many_streams_in_shared_transactions_without_losing_any() {
+    let db = TestDatabase::create().await;
+    let store = Arc::new(store_with(&db, Some(GroupCommit { committers: 2, max_batch: 16 })).await);
+    let streams: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
+    let tasks: Vec<_> = streams
+        .iter()
+        .map(|stream| {
+            let (store, stream) = (Arc::clone(&store), *stream);
+            tokio::spawn(async move {
+                let events = [event(1), event(2)];
+                let outbox = outbox_for(stream, &events);
+                let record = IdempotencyRecord {
+                    key: format!("k-{stream}"),
+                    request_hash: vec![],
+                    status: 201,
+                    response: serde_json::json!({}),
+                    ttl: Duration::from_secs(60),
+                };
+                store
+                    .append(Append { idempotency: Some(&record), ..append(stream, 0, &events, &outbox) })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let client = store.pool().get().await.unwrap();
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM events").await, 400);
+    assert_eq!(count("SELECT count(*) FROM outbox").await, 400);
+    assert_eq!(count("SELECT count(*) FROM idempotency_records").await, 200);
+    for stream in streams.iter().take(5) {
+        assert_eq!(store.history(*stream).await.unwrap().len(), 2);
+    }
 }

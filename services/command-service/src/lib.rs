@@ -31,7 +31,7 @@ use std::{
 use actix_web::web;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use orders_eventstore::{EventStore, Options};
+use orders_eventstore::{EventStore, GroupCommit, Options};
 use orders_runtime::{
     CancellationToken, Probe, Runtime, ServiceConfig,
     config::{RuntimeArgs, parse_duration},
@@ -70,9 +70,18 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
 
-    /// Channel to NOTIFY in every append so the outbox relay wakes at once; empty: none.
+    /// Channel to NOTIFY in every commit so the outbox relay wakes at once; empty: none.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = "outbox")]
     pub notify_channel: String,
+
+    /// Transactions the event store runs at once to commit concurrent commands
+    /// together (group commit); 0: one transaction per command.
+    #[arg(long, env = "GROUP_COMMIT_WORKERS", default_value_t = 4)]
+    pub group_commit_workers: usize,
+
+    /// Most commands committed in one shared transaction.
+    #[arg(long, env = "GROUP_COMMIT_MAX_BATCH", default_value_t = 64)]
+    pub group_commit_max_batch: usize,
 
     /// Write a snapshot of an order every this many events (0: never).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 20)]
@@ -129,7 +138,11 @@ impl ServiceConfig for Config {
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
     let pool = postgres::pool(&config.database_url, config.database_pool_size, SERVICE)?;
     let notify_channel = Some(config.notify_channel.clone()).filter(|c| !c.is_empty());
-    let store = EventStore::new(pool.clone(), Options { notify_channel });
+    let group_commit = (config.group_commit_workers > 0).then_some(GroupCommit {
+        committers: config.group_commit_workers,
+        max_batch: config.group_commit_max_batch,
+    });
+    let store = EventStore::new(pool.clone(), Options { notify_channel, group_commit });
 
     if matches!(config.command, Some(Command::Migrate)) {
         store.migrate().await.context("applying migrations")?;
