@@ -6,13 +6,23 @@
 //!   from the moment shutdown begins, so load balancers stop sending work. The JSON body
 //!   names each probe and why it failed.
 //! - `GET /metrics`: Prometheus text format.
+//!
+//! Every request is counted in `http_requests_total{method, route, status}` and timed
+//! in `http_request_duration_seconds{method, route}`, by route pattern (not raw path,
+//! which would make one series per order id).
 
 use std::{
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use actix_web::{HttpResponse, web};
+use actix_web::{
+    HttpResponse,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -68,4 +78,21 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
 
 async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(ops.metrics.render())
+}
+
+/// Middleware: counts and times each request by method, route pattern and status.
+pub(crate) async fn record_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
+    let response = next.call(req).await?;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed());
+    Ok(response)
 }

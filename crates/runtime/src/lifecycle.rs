@@ -107,7 +107,11 @@ impl Runtime {
             probe_deadline: Duration::from_secs(4),
         });
         let server = HttpServer::new(move || {
-            App::new().app_data(ops.clone()).configure(crate::http::ops_routes).configure(routes.clone())
+            App::new()
+                .wrap(actix_web::middleware::from_fn(crate::http::record_request))
+                .app_data(ops.clone())
+                .configure(crate::http::ops_routes)
+                .configure(routes.clone())
         })
         .workers(workers.max(1))
         .disable_signals()

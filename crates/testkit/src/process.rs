@@ -210,6 +210,10 @@ pub async fn assert_ready_then_clean_exit(spec: &BinarySpec) {
     let (status, metrics) =
         service.get("/metrics").await.unwrap_or_else(|| panic!("/metrics does not answer"));
     assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains("http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"}"),
+        "/metrics must count the requests served: {metrics}"
+    );
     service.signal(Signal::SIGTERM);
     let exit = service.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0), "SIGTERM must end the service cleanly; logs:\n{}", service.logs());
