@@ -7,7 +7,7 @@
 //!   names each probe and why it failed.
 //! - `GET /metrics`: Prometheus text format.
 //!
-//! Every request is counted in `http_requests_total{method, route, status}` and timed
+//! Every request runs in a span that continues the caller's `traceparent`, and is counted in `http_requests_total{method, route, status}` and timed
 //! in `http_request_duration_seconds{method, route}`, by route pattern (not raw path,
 //! which would make one series per order id).
 
@@ -85,10 +85,15 @@ pub(crate) async fn record_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
-    let response = next.call(req).await?;
+    let span =
+        tracing::info_span!("http request", otel.kind = "server", http.method = %method, http.route = %route);
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    crate::telemetry::set_parent_from(&span, header("traceparent"), header("tracestate"));
+    let response = next.call(req).instrument(span).await?;
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

@@ -6,6 +6,10 @@
 //! one) are captured too. When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also
 //! exported over OTLP/gRPC, and the W3C `traceparent` propagator is installed so that
 //! trace context can cross HTTP, the outbox and Kafka headers.
+//!
+//! Spans get OpenTelemetry trace and span ids even when nothing is exported, so
+//! [`current_traceparent`] always has a context to hand on; [`set_parent_from`] makes
+//! the current span a child of an incoming `traceparent`.
 
 use std::io::IsTerminal;
 
@@ -61,15 +65,11 @@ pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard>
         tracing_subscriber::fmt::layer().boxed()
     };
 
-    let provider = match &args.otlp_endpoint {
-        Some(endpoint) => Some(tracer_provider(service, endpoint)?),
-        None => None,
-    };
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
-    if let Some(provider) = &provider {
-        opentelemetry::global::set_tracer_provider(provider.clone());
-    }
+    let provider = tracer_provider(service, args.otlp_endpoint.as_deref())?;
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
+    opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = Some(provider);
 
     let installed = tracing_subscriber::registry().with(fmt).with(otel).with(filter).try_init();
     if installed.is_err() {
@@ -78,14 +78,44 @@ pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard>
     Ok(TelemetryGuard { provider })
 }
 
-fn tracer_provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvider> {
+/// A tracer provider that exports to `endpoint` when there is one, and otherwise only
+/// gives spans their ids.
+fn tracer_provider(service: &'static str, endpoint: Option<&str>) -> Result<SdkTracerProvider> {
+    let builder =
+        SdkTracerProvider::builder().with_resource(Resource::builder().with_service_name(service).build());
+    let Some(endpoint) = endpoint else { return Ok(builder.build()) };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()
         .map_err(|e| Error::Telemetry(format!("OTEL_EXPORTER_OTLP_ENDPOINT=`{endpoint}`: {e}")))?;
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service).build())
-        .build())
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// The W3C `traceparent` of the current span, when it has a valid trace context.
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of an incoming W3C trace context (`traceparent` and, when
+/// present, `tracestate`). Without a valid `traceparent` the span starts a new trace.
+pub fn set_parent_from(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let Some(traceparent) = traceparent else { return };
+    let mut carrier = std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    if let Some(tracestate) = tracestate {
+        carrier.insert("tracestate".to_string(), tracestate.to_string());
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    if let Err(e) = span.set_parent(parent) {
+        tracing::debug!(error = %e, "could not attach the incoming trace context");
+    }
 }

@@ -294,7 +294,10 @@ fn context(req: &HttpRequest, body: &[u8]) -> Result<Context, ApiError> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let correlation_id =
         header("X-Correlation-Id").and_then(|v| Uuid::parse_str(v).ok()).unwrap_or_else(Uuid::now_v7);
-    let traceparent = header("traceparent").filter(|v| v.len() == 55 && v.is_ascii()).map(str::to_string);
+    // The request's own span (a child of the caller's trace, see orders_runtime::http);
+    // without telemetry installed, the caller's header as it came.
+    let traceparent = orders_runtime::telemetry::current_traceparent()
+        .or_else(|| header("traceparent").filter(|v| v.len() == 55 && v.is_ascii()).map(str::to_string));
     let idempotency = match req.headers().get("Idempotency-Key") {
         None => None,
         Some(raw) => {
