@@ -6,6 +6,7 @@ use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    consumer::StreamConsumer,
 };
 
 use crate::{START_HINT, run_detached_cleanup, unique_suffix};
@@ -102,5 +103,27 @@ impl Drop for TestKafka {
                 let _ = admin.delete_topics(&names, &options).await;
             }
         });
+    }
+}
+
+impl TestKafka {
+    /// A consumer reading every partition of `topic` from the beginning, without a
+    /// group (assigned, not subscribed, so no rebalance delays).
+    pub fn consumer_from_start(&self, topic: &str, partitions: i32) -> StreamConsumer {
+        use rdkafka::{Offset, TopicPartitionList, consumer::Consumer};
+        let consumer: StreamConsumer = Self::base_config()
+            .set("group.id", self.name("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create a consumer: {e}"));
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .unwrap_or_else(|e| panic!("bad assignment: {e}"));
+        }
+        consumer.assign(&assignment).unwrap_or_else(|e| panic!("cannot assign {topic}: {e}"));
+        drop(assignment);
+        consumer
     }
 }

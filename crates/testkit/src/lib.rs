@@ -6,7 +6,11 @@
 //! - [`kafka::TestKafka`]: topics and consumer groups with unique names, created through
 //!   the admin API and deleted afterwards;
 //! - [`process::ServiceProcess`]: a service binary started as a child process, with
-//!   helpers to wait for health, signal it and read its exit status.
+//!   helpers to wait for health, signal it and read its exit status;
+//! - [`proxy::TcpProxy`]: a TCP proxy (Kafka-aware when needed) that a test cuts and
+//!   restores, to take a server down for one client without stopping the shared one;
+//! - [`sequence::Sequences`]: checks that each key's versions arrive in order, none
+//!   missing, duplicates counted.
 //!
 //! When Kafka or PostgreSQL cannot be reached, the helpers panic with a message that
 //! says how to start them (`make up`): an integration test never skips silently.
@@ -18,6 +22,8 @@
 pub mod kafka;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
+pub mod sequence;
 
 /// A short unique suffix for names of databases, topics and groups.
 pub fn unique_suffix() -> String {

@@ -12,6 +12,15 @@ const SPEC: BinarySpec = BinarySpec {
     variables: &[
         "DATABASE_URL",
         "DATABASE_POOL_SIZE",
+        "ORDERS_TOPIC",
+        "NOTIFY_CHANNEL",
+        "POLL_INTERVAL",
+        "BATCH_SIZE",
+        "RELAY_WORKERS",
+        "REBALANCE_INTERVAL",
+        "DRAIN_TIMEOUT",
+        "STALL_THRESHOLD",
+        "RETRY_BACKOFF_MAX",
         "KAFKA_BOOTSTRAP_SERVERS",
         "KAFKA_PROPERTIES",
         "RUST_LOG",
@@ -20,7 +29,7 @@ const SPEC: BinarySpec = BinarySpec {
         "SHUTDOWN_TIMEOUT",
     ],
     uses_postgres: true,
-    topic_vars: &[],
+    topic_vars: &["ORDERS_TOPIC"],
 };
 
 #[tokio::test]
@@ -35,7 +44,7 @@ async fn becomes_ready_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn is_not_ready_while_kafka_is_unreachable() {
-    assert_not_ready_when(&SPEC, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", "kafka").await;
+    assert_not_ready_when(&SPEC, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", &["kafka"]).await;
 }
 
 #[tokio::test]
@@ -45,5 +54,6 @@ async fn rejects_a_malformed_address() {
 
 #[tokio::test]
 async fn is_not_ready_while_postgres_is_unreachable() {
-    assert_not_ready_when(&SPEC, "DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere", "postgres").await;
+    assert_not_ready_when(&SPEC, "DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere", &["postgres"])
+        .await;
 }

@@ -1,0 +1,181 @@
+//! A transactional-outbox relay: publishes the rows that writers commit to a PostgreSQL
+//! `outbox` table to Kafka, in order per key, losing none, with any number of relay
+//! replicas running at once.
+//!
+//! The crate is generic: a row is a Kafka-ready record (topic, key, payload, string
+//! headers) and the relay never looks inside it. It expects this table (the one
+//! `orders-eventstore` creates; any writer that fills it the same way works):
+//!
+//! ```sql
+//! CREATE TABLE outbox (
+//!     id         BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+//!     shard      INTEGER     NOT NULL,  -- stable hash of key, 0 .. shards
+//!     topic      TEXT        NOT NULL,
+//!     key        BYTEA       NOT NULL,
+//!     payload    BYTEA       NOT NULL,
+//!     headers    JSONB       NOT NULL DEFAULT '{}',  -- object of string -> string
+//!     created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+//! );
+//! CREATE INDEX outbox_shard_id ON outbox (shard, id);
+//! ```
+//!
+//! and of its writers one promise: **a key's next row is inserted only after its
+//! previous row committed** (an event store gives this for free: appending version
+//! `n + 1` needs the committed version `n` first). So one key's rows have increasing
+//! ids, and when a key's row is visible, all of that key's earlier rows are visible too
+//! (or already deleted).
+//!
+//! # How it works
+//!
+//! [`Relay::run`] runs three kinds of tasks in one process:
+//!
+//! - **The lease keeper** holds one dedicated PostgreSQL session (not a
+//!   pooled connection). On it the relay takes a shared advisory lock that marks it a
+//!   *member*, and one exclusive advisory lock per shard it *owns*. It also `LISTEN`s on
+//!   the notify channel there and wakes the workers on every notification.
+//! - **Workers** (`workers` of them, 1 by default; shard `s` belongs to worker
+//!   `s % workers`) loop: read the oldest rows of their owned shards (`ORDER BY id
+//!   LIMIT batch_size`), hand them to the producer in id order, wait for every
+//!   acknowledgement, then delete the acknowledged rows in one statement. When a batch
+//!   is full (a backlog), the next one is read and handed to the producer while the
+//!   previous one waits for its acknowledgements (a pipeline two batches deep; the read
+//!   leaves out the previous batch's ids). They sleep until a notification, the poll
+//!   interval (the fallback for a missed notification) or shutdown.
+//! - **The backlog gauge** counts the rows waiting and the age of the oldest.
+//!
+//! ## Shards and their owners
+//!
+//! The outbox is split into `shards` (64 in `orders-eventstore`) by a stable hash of the
+//! key. A shard is owned by the session holding the advisory lock `(lock_namespace,
+//! shard)`; PostgreSQL grants it to one session at a time and releases it when that
+//! session ends, for whatever reason (clean stop, `SIGKILL`, a broken connection).
+//! Every `rebalance_interval` each relay reads `pg_locks` to learn the number of
+//! members `m` and which shards are held, then aims at `ceil(shards / m)` shards: it
+//! takes free shards (`pg_try_advisory_lock`, never waiting) while it has fewer and
+//! hands back shards (between two batches of that shard) while it has more. A dead
+//! relay's shards are free as soon as PostgreSQL sees its session end (at once for a
+//! killed process: the kernel closes its socket; for a silent network partition, after
+//! the server's TCP keepalive settings decide), and a live relay takes them at its next
+//! rebalance. A relay that loses its session forgets all its shards at once and
+//! reconnects with backoff. Session advisory locks need a direct connection (or a
+//! session-mode pooler), not a transaction-mode PgBouncer.
+//!
+//! ## Why no row is skipped
+//!
+//! There is no cursor. A row leaves the table only by the relay's `DELETE` of ids whose
+//! publication the broker acknowledged, and every read takes the *oldest remaining*
+//! rows of a shard (leaving out only the rows of the batch still in flight, by their
+//! ids, which are not skipped but already handed to the producer). A row that commits after rows with larger ids (two transactions
+//! that took ids 7 and 8 and committed in the order 8, 7) is simply not visible to one
+//! read and still there for the next: the read after its commit returns it, because
+//! nothing but an acknowledged publication removes it. A reader that remembered "the
+//! last id seen" would have moved past 7 after publishing 8 and lost it.
+//!
+//! ## Why one key stays in order, even with several replicas
+//!
+//! `FOR UPDATE SKIP LOCKED` is not used: it lets two relays take versions 1 and 2 of
+//! one key and race. Here a read never skips a row, which gives the property on its own:
+//!
+//! > Take a key's rows `r1 < r2`. The first copy of `r2` that reaches the topic was
+//! > produced by a batch whose read saw `r2`. When that read ran, `r1` had committed
+//! > (the writers' promise). Either `r1` was still in the table and not in flight: the
+//! > read returned it too (a read returns a prefix, in id order, of each shard's
+//! > remaining rows) and the same producer sent it before `r2` to the same partition,
+//! > where the idempotent producer keeps their order. Or `r1` was in the previous batch,
+//! > still in flight: the same producer was handed it before `r2`, same conclusion. Or
+//! > `r1` was gone: it was deleted only after the broker acknowledged a copy of it,
+//! > which therefore sits earlier in the partition log than anything produced
+//! > afterwards. In every case a copy of `r1` precedes the first `r2`.
+//!
+//! So ownership is not what makes the order right; it makes the work efficient (one
+//! relay per shard, no duplicate publications in normal operation). During a hand-over
+//! (a relay that lost its session but has a batch in flight, or a stalled process
+//! resuming) two relays may publish the same rows: the topic then holds duplicates,
+//! never a reordering of first copies. Consumers must tolerate duplicates anyway
+//! (Kafka is at least once); one that keeps the highest version seen per key drops them.
+//!
+//! The producer is forced to `enable.idempotence=true`, `acks=all` and
+//! `message.timeout.ms=0` (no local delivery timeout): with a finite timeout,
+//! librdkafka can fail version 1 at its deadline while version 2, queued a moment later,
+//! still gets through once the broker is back, which would put 2 before 1 on the topic.
+//! With no timeout a message is only failed for good reasons (the topic does not exist,
+//! the record is too large, a fatal producer error); the relay then keeps the row,
+//! counts an error, logs it at ERROR, reports not ready, and retries with backoff. (A
+//! later record of the same key may already have been accepted by then: a record the
+//! broker refuses for good is a configuration error that needs a person, which is why
+//! it is loud.) Keys go to partitions
+//! by librdkafka's partitioner, so all relays must use the same `partitioner` setting
+//! and a topic's partition count must not change while rows are in flight.
+//!
+//! ## Broker or database down
+//!
+//! A batch whose acknowledgements do not come (broker down) is simply awaited:
+//! librdkafka retries and reconnects with its own backoff, the rows stay, the status
+//! turns not ready after `stall_threshold`, and the batch completes when the broker is
+//! back. A failed read or delete (database down) is retried with exponential backoff;
+//! rows whose delete failed stay and are published again later (duplicates, not
+//! losses). Losing the lease session drops ownership until PostgreSQL is back.
+//!
+//! ## Shutdown
+//!
+//! When the token given to [`Relay::run`] is cancelled, workers start no new batch. The
+//! batches in flight get up to `drain_timeout` to receive their acknowledgements; their
+//! acknowledged rows are deleted (without waiting for the WAL flush: a delete lost in a
+//! database crash only means a duplicate), and rows whose outcome is unknown are left in the
+//! table for the next owner (a possible duplicate, never a loss). Only then are the
+//! shards released, by closing the lease session. A row is never deleted unless the
+//! broker acknowledged it.
+//!
+//! # Metrics
+//!
+//! Recorded with the `metrics` crate (see [`metric`] for the names): backlog rows and
+//! age of the oldest row, rows published (a counter: its rate is the publish rate),
+//! publish latency from the row's creation (its insert, inside the writer's
+//! transaction; so it slightly overstates commit-to-ack) to the broker's
+//! acknowledgement, batches, errors by stage, shards owned and members seen.
+
+mod backoff;
+mod lease;
+pub mod metric;
+mod publish;
+mod relay;
+mod status;
+mod store;
+
+pub use publish::producer_config;
+pub use relay::{Relay, RelayOptions};
+pub use status::RelayStatus;
+
+/// What can go wrong in the relay's own set-up (its loops retry everything else).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kafka producer could not be created from its configuration: fix the
+    /// configuration.
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The options are inconsistent: fix the configuration.
+    #[error("invalid relay options: {0}")]
+    Options(String),
+    /// A background task of the relay panicked: a bug.
+    #[error("relay task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error` and its sources, `: `-separated (the driver's errors keep the useful part in
+/// their source).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}

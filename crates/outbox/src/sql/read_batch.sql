@@ -1,0 +1,13 @@
+-- The oldest `$2` rows of the shards `$1`, in id order, leaving out the ids `$3` (rows
+-- of the previous batch, produced but not cleared yet). No "last id seen" cursor: a
+-- row stays in the table until it is acknowledged by the broker and deleted, so a row
+-- that committed late with a small id is found by the next read. The result is a
+-- prefix (in id order) of each shard's remaining rows not yet produced, which is what
+-- keeps one key in order. (NOT EXISTS over unnest plans as a merge anti-join, cheap
+-- whatever the size of `$3`, where `id <> ALL($3)` compares every row with every id.)
+SELECT o.id, o.topic, o.key, o.payload, o.headers, o.created_at
+FROM outbox AS o
+WHERE o.shard = ANY($1::INTEGER[])
+  AND NOT EXISTS (SELECT FROM unnest($3::BIGINT[]) AS produced (id) WHERE produced.id = o.id)
+ORDER BY o.id
+LIMIT $2

@@ -1,0 +1,182 @@
+//! The relay in-process against the real PostgreSQL and Kafka (`make up`): publishing
+//! with keys and headers, waking on NOTIFY, not skipping rows committed out of id order,
+//! sharing shards between replicas, and a shutdown that never clears a row whose
+//! publication is unknown.
+
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use helpers::{Running, World, header, read_until};
+use orders_testkit::proxy::TcpProxy;
+use rdkafka::Message as _;
+use uuid::Uuid;
+
+const SHARDS: usize = 64;
+
+#[tokio::test]
+async fn publishes_rows_with_key_and_headers_then_clears_them() {
+    let world = World::new().await;
+    let relay = Running::start(world.relay(World::options()));
+    let reader = world.reader();
+    let orders: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    world.write(&orders, 5, 8).await;
+
+    let (seen, messages) = read_until(&reader, 100, Duration::from_secs(30)).await;
+    assert_eq!(seen.distinct(), 100, "{seen:?}");
+    assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
+    assert_eq!(seen.keys(), 20);
+    let first = messages.iter().find(|m| m.key() == Some(orders[0].to_string().as_bytes())).unwrap();
+    assert_eq!(header(first, "event-type").as_deref(), Some("OrderTouched"));
+    assert!(header(first, "traceparent").unwrap().starts_with(&format!("00-{}-", orders[0].simple())));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while world.outbox_rows().await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "acknowledged rows are cleared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.stop(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_notification_wakes_the_relay_without_waiting_for_the_poll() {
+    let world = World::new().await;
+    let options = helpers::RelayOptionsExt::no_polling(World::options());
+    let relay = Running::start(world.relay(options));
+    relay.wait_for_shards(SHARDS, Duration::from_secs(10)).await;
+    let reader = world.reader();
+    // Let the reader's assignment and the relay's first (empty) reads settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = tokio::time::Instant::now();
+    world.append(Uuid::now_v7(), 1).await;
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(10)).await;
+    assert_eq!(seen.distinct(), 1);
+    assert!(started.elapsed() < Duration::from_secs(2), "published after {:?}", started.elapsed());
+    relay.stop(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_row_committed_after_a_later_id_is_not_skipped() {
+    let world = World::new().await;
+    let relay = Running::start(world.relay(World::options()));
+    relay.wait_for_shards(SHARDS, Duration::from_secs(10)).await;
+    let reader = world.reader();
+
+    // Two keys of the same shard: a reader with a per-shard "last id seen" would lose
+    // the first one.
+    let early = Uuid::now_v7();
+    let shard = orders_eventstore::outbox_shard(early.to_string().as_bytes());
+    let late = std::iter::repeat_with(Uuid::now_v7)
+        .find(|k| orders_eventstore::outbox_shard(k.to_string().as_bytes()) == shard)
+        .unwrap();
+
+    // The transaction of `early` takes the smaller id but commits last.
+    let mut client = world.db.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let headers = serde_json::json!({});
+    tx.execute(
+        "INSERT INTO outbox (shard, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+        &[&shard, &world.topic, &early.to_string().into_bytes(), &b"1".to_vec(), &headers],
+    )
+    .await
+    .unwrap();
+    world.append(late, 1).await;
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(10)).await;
+    assert_eq!(seen.highest(late.to_string().as_bytes()), 1, "the later id is published first");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    tx.commit().await.unwrap();
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(10)).await;
+    assert_eq!(seen.highest(early.to_string().as_bytes()), 1, "the row committed late is published");
+    relay.stop(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn replicas_share_the_shards_and_take_over_from_a_stopped_one() {
+    let world = World::new().await;
+    let relays: Vec<Running> = (0..3).map(|_| Running::start(world.relay(World::options()))).collect();
+
+    let owned = |relays: &[Running]| -> Vec<BTreeSet<i32>> {
+        relays.iter().map(|r| r.status.owned_shards().into_iter().collect()).collect()
+    };
+    let balanced = |sets: &[BTreeSet<i32>], share: usize| {
+        let all: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        all.len() == SHARDS && total == SHARDS && sets.iter().all(|s| s.len() <= share)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Each replica sees the others at its next membership read: wait for both.
+    while !(balanced(&owned(&relays), SHARDS.div_ceil(3)) && relays.iter().all(|r| r.status.members() == 3)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not balanced: {:?}, members seen: {:?}",
+            owned(&relays),
+            relays.iter().map(|r| r.status.members()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Events flow while one replica leaves; the others take its shards.
+    let reader = world.reader();
+    let orders: Vec<Uuid> = (0..30).map(|_| Uuid::now_v7()).collect();
+    let mut relays = relays;
+    let leaving = relays.pop().unwrap();
+    let writing = world.write(&orders, 10, 10);
+    let stopping = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        leaving.stop(Duration::from_secs(10)).await;
+    };
+    tokio::join!(writing, stopping);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !balanced(&owned(&relays), SHARDS.div_ceil(2)) {
+        assert!(tokio::time::Instant::now() < deadline, "not taken over: {:?}", owned(&relays));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (seen, _) = read_until(&reader, 300, Duration::from_secs(30)).await;
+    assert_eq!(seen.distinct(), 300, "{seen:?}");
+    assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
+    for relay in relays {
+        relay.stop(Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_with_the_broker_unreachable_clears_no_unacknowledged_row() {
+    let world = World::new().await;
+    let broker = orders_testkit::kafka::bootstrap_servers().parse().unwrap();
+    let proxy = TcpProxy::kafka(broker).await;
+    let relay = Running::start(world.relay_via(&proxy.addr().to_string(), World::options()));
+    relay.wait_for_shards(SHARDS, Duration::from_secs(10)).await;
+    let reader = world.reader();
+    let before: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+    world.write(&before, 5, 10).await;
+    let (seen, _) = read_until(&reader, 50, Duration::from_secs(30)).await;
+    assert_eq!(seen.distinct(), 50, "published through the proxy");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while world.outbox_rows().await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "acknowledged rows are cleared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    proxy.cut();
+    let during: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+    world.write(&during, 10, 10).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while relay.status.check().is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the relay reports the stall");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.stop(Duration::from_secs(10)).await;
+    assert_eq!(world.outbox_rows().await, 100, "no row is cleared without an acknowledgement");
+
+    proxy.restore().await;
+    let relay = Running::start(world.relay(World::options()));
+    let (seen, _) = read_until(&reader, 100, Duration::from_secs(30)).await;
+    assert_eq!(seen.distinct(), 100, "{seen:?}");
+    assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
+    relay.stop(Duration::from_secs(10)).await;
+}
