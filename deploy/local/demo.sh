@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The main job of `make demo`, run after `make run`: for now it shows that the
-# infrastructure and the five services are up and ready, and how to reach each.
+# The main job of `make demo`, run after `make run` (infrastructure up, the five services
+# ready): drives a workload of orders through the command API and shows what the query API
+# answers and how long commands took to become visible in the read model. The driver is
+# crates/demo (binary orders-demo, built by `make build`); its settings come from the
+# environment: DEMO_ORDERS (1000), DEMO_USERS (50), DEMO_CONCURRENCY (16),
+# DEMO_VISIBILITY_TIMEOUT (30s), COMMANDS_URL, QUERIES_URL (the local defaults).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/${PROFILE:-debug}
 
-echo
-echo "== Infrastructure"
-"$ROOT/deploy/local/infra.sh" status
 echo
 echo "== Services"
 "$ROOT/deploy/local/services.sh" status
 echo
-echo "== Readiness of each service (GET /readyz)"
-for port in 8080 8081 8082 8083 8084; do
-  curl -s --max-time 5 "http://127.0.0.1:$port/readyz"
-  echo
-done
+[ -x "$BIN/orders-demo" ] || {
+  echo "$BIN/orders-demo is missing; build it with \`make build\`" >&2
+  exit 1
+}
+"$BIN/orders-demo"
 echo
-echo "Stop the services with \`make stop\`, everything with \`make down\`."
+echo "Logs: .local/services/. Stop the services with \`make stop\`, everything with \`make down\`."

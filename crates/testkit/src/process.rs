@@ -226,17 +226,38 @@ pub async fn assert_not_ready_when(spec: &BinarySpec, var: &str, value: &str, fa
     let world = World::for_binary(spec).await;
     let mut service = ServiceProcess::start(spec.exe, spec.addr_var, &world.env_with(var, value));
     service.wait_for("/healthz", 200, Duration::from_secs(20)).await;
-    let body = service.wait_for("/readyz", 503, Duration::from_secs(30)).await;
-    let report: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
-    let failing: Vec<&str> = report["checks"]
-        .as_array()
-        .map(|checks| checks.iter().filter(|c| c["ok"] == false).filter_map(|c| c["name"].as_str()).collect())
-        .unwrap_or_default();
-    assert_eq!(failing, failing_probes, "{body}");
-    service.signal(Signal::SIGTERM);
-    let exit = service.wait_exit(Duration::from_secs(15)).await;
-    assert_eq!(exit.code(), Some(0), "logs:\n{}", service.logs());
+    // Other probes may fail for a moment while the service starts (migrations): wait
+    // until exactly the expected ones fail.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some((503, body)) = service.get("/readyz").await {
+            let report: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
+            let failing: Vec<String> = report["checks"]
+                .as_array()
+                .map(|checks| {
+                    checks
+                        .iter()
+                        .filter(|c| c["ok"] == false)
+                        .filter_map(|c| c["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if failing == failing_probes {
+                service.signal(Signal::SIGTERM);
+                let exit = service.wait_exit(Duration::from_secs(15)).await;
+                assert_eq!(exit.code(), Some(0), "logs:\n{}", service.logs());
+                return;
+            }
+            last = Some(body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "/readyz never failed exactly {failing_probes:?}; last 503 body: {last:?}; logs:\n{}",
+        service.logs()
+    );
 }
 
 /// A malformed value stops the binary at start with status 2 and a message naming the

@@ -1,32 +1,69 @@
-//! projector: The CQRS read side: consumes `orders`, maintains the read model in PostgreSQL with
-//! its Kafka position in the same transaction, and serves the query API.
+//! projector: the CQRS read side. Consumes `orders`, maintains the read model in
+//! PostgreSQL (`orders_read`) with its Kafka positions in the same transactions, and
+//! serves the query API.
 //!
-//! Status: the service's wiring only. This build starts, serves `/healthz`, `/readyz`
-//! (its dependencies reachable) and `/metrics`, and stops cleanly on SIGTERM; the work
-//! described above is not implemented yet.
+//! Layout:
+//! - [`model`]: the projection's rules, pure: versions (duplicates skipped, gaps
+//!   refused), order views, per-user statistics;
+//! - [`project`]: the `orders_projection::Handler` that decodes a partition batch and
+//!   writes it with a few set-based statements;
+//! - [`schema`]: the read model's schema, migrations and connection pools;
+//! - [`rebuild`]: `projector rebuild`, a fresh read model swapped in atomically;
+//! - [`query`], [`http`], [`problem`]: the query API and its errors.
+//!
+//! The consume loop itself (batching, positions stored with the batch and sought to on
+//! assignment, dead letters, lag and latency metrics) is the generic
+//! `orders-projection` crate.
+//!
+//! At start the schema migrations are applied (retrying while the database is down;
+//! `/readyz` reports `schema` until they are) and the projection starts once they are;
+//! `projector migrate` applies them and exits, for a Kubernetes Job; `projector rebuild`
+//! rebuilds the read model and exits.
 
-use std::net::SocketAddr;
+pub mod http;
+pub mod model;
+pub mod problem;
+pub mod project;
+pub mod query;
+pub mod rebuild;
+pub mod schema;
 
-use clap::Parser;
-use orders_runtime::{
-    Probe, Runtime, ServiceConfig,
-    config::RuntimeArgs,
-    kafka::KafkaArgs,
-    postgres::{self, DatabaseUrl},
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
+
+use actix_web::web;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use orders_projection::{Projection, Settings};
+use orders_runtime::{
+    CancellationToken, Probe, Runtime, ServiceConfig,
+    config::{RuntimeArgs, parse_duration},
+    kafka::KafkaArgs,
+    postgres::DatabaseUrl,
+};
+use tokio::sync::Notify;
+
+use crate::{project::ReadModel, schema::PoolOptions};
 
 /// The service's name in logs, metrics and health answers.
 pub const SERVICE: &str = "projector";
+/// The projection's name: its key in `consumer_positions` and its metrics label.
+pub const PROJECTION: &str = "order-views";
 
 /// Configuration, from flags or environment variables (`--help` lists them all).
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = SERVICE,
-    version,
-    about = "Read models and the query API",
-    long_about = "Read models and the query API.\n\nNot implemented yet: this build only serves /healthz, /readyz and /metrics."
-)]
+#[command(name = SERVICE, version, about = "Read models of the orders and the query API")]
 pub struct Config {
+    /// What to do; without a subcommand, project and serve queries.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address of the HTTP server: the query API plus /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,
@@ -39,9 +76,14 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:55432/orders_read")]
     pub database_url: DatabaseUrl,
 
-    /// Maximum number of PostgreSQL connections.
+    /// Maximum number of PostgreSQL connections serving queries.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
+
+    /// Maximum number of PostgreSQL connections applying batches: batches of different
+    /// partitions are applied concurrently, each in its own transaction.
+    #[arg(long, env = "APPLY_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub apply_connections: u16,
 
     /// Topic of the order events to project.
     #[arg(long, env = "ORDERS_TOPIC", default_value = "orders")]
@@ -55,11 +97,33 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_GROUP", default_value = "projector")]
     pub consumer_group: String,
 
+    /// Most events applied in one transaction (one partition's batch), and polled at once.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+
+    /// Longest wait for more events after the first event of a poll.
+    #[arg(long, env = "BATCH_WAIT", default_value = "10ms", value_parser = parse_duration)]
+    pub batch_wait: Duration,
+
+    /// Longest wait of a query with `?min_version=` for the view to reach that version.
+    #[arg(long, env = "MIN_VERSION_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub min_version_timeout: Duration,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations, then exit.
+    Migrate,
+    /// Rebuild the read model from the start of the topic into fresh tables, swap them in
+    /// when caught up (the old ones serve until then), then exit.
+    Rebuild,
 }
 
 impl ServiceConfig for Config {
@@ -70,16 +134,117 @@ impl ServiceConfig for Config {
     }
 }
 
+/// The projection's settings from the configuration.
+pub fn projection_settings(config: &Config) -> Settings {
+    Settings {
+        name: PROJECTION.to_string(),
+        topic: config.orders_topic.clone(),
+        dead_letter_topic: config.dead_letter_topic.clone(),
+        max_batch: config.batch_size as usize,
+        max_wait: config.batch_wait,
+        consumer: config.kafka.consumer_config(&config.consumer_group),
+        producer: config.kafka.producer_config(),
+    }
+}
+
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
-/// the HTTP server is bound to.
+/// the HTTP server is bound to. `migrate` and `rebuild` do their work here and ask the
+/// runtime to stop.
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
-    let pool = postgres::pool(&config.database_url, config.database_pool_size, SERVICE)?;
-    rt.add_probe(Probe::postgres("postgres", pool));
+    match config.command {
+        Some(Command::Migrate) => {
+            schema::migrate(&config.database_url).await?;
+            tracing::info!("migrations applied");
+            rt.shutdown_token().cancel();
+            return Ok(config.http_addr);
+        }
+        Some(Command::Rebuild) => {
+            let token = rt.shutdown_token();
+            let report = tokio::select! {
+                report = rebuild::rebuild(&config, &token) => report.context("rebuilding the read model")?,
+                () = orders_runtime::lifecycle::terminate_signal() => {
+                    token.cancel();
+                    anyhow::bail!("rebuild interrupted by a signal; the live read model is unchanged");
+                }
+            };
+            tracing::info!(positions = ?report.positions, elapsed = ?report.elapsed, "rebuild done");
+            token.cancel();
+            return Ok(config.http_addr);
+        }
+        None => {}
+    }
+
+    let live = |application_name, asynchronous_commit| PoolOptions {
+        application_name,
+        schema: schema::LIVE,
+        asynchronous_commit,
+    };
+    let query_pool = schema::pool(&config.database_url, config.database_pool_size, live(SERVICE, false))?;
+    let apply_pool =
+        schema::pool(&config.database_url, config.apply_connections.into(), live("projector-apply", true))?;
+
+    let migrated = Arc::new(AtomicBool::new(false));
+    spawn_migrations(config.database_url.clone(), Arc::clone(&migrated), rt.shutdown_token());
+    rt.add_probe(Probe::postgres("postgres", query_pool.clone()));
+    rt.add_probe(Probe::new("schema", {
+        let migrated = Arc::clone(&migrated);
+        move || {
+            let migrated = migrated.load(Ordering::Acquire);
+            async move { if migrated { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
+        }
+    }));
     rt.add_probe(Probe::kafka(
         "kafka",
         &config.kafka.client_config(),
         vec![config.orders_topic.clone(), config.dead_letter_topic.clone()],
     )?);
-    let addr = rt.serve_http(config.http_addr, config.http_workers, |_| {})?;
+
+    let committed = Arc::new(Notify::new());
+    let settings = projection_settings(&config);
+    rt.spawn("projection", {
+        let committed = Arc::clone(&committed);
+        move |token| async move {
+            while !migrated.load(Ordering::Acquire) {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            let mut projection = Projection::subscribe(settings, apply_pool, ReadModel)
+                .context("starting the orders consumer")?;
+            projection.on_commit(move |_| committed.notify_waiters());
+            projection.run(token).await.context("projecting orders")
+        }
+    });
+
+    let state = web::Data::new(http::QueryState {
+        queries: query::Queries::new(query_pool),
+        committed,
+        min_version_timeout: config.min_version_timeout,
+    });
+    let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
     Ok(addr)
+}
+
+/// Applies migrations in the background, retrying while the database is down.
+fn spawn_migrations(url: DatabaseUrl, migrated: Arc<AtomicBool>, token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match schema::migrate(&url).await {
+                Ok(()) => {
+                    migrated.store(true, Ordering::Release);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "migrations failed; retrying")
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    });
 }

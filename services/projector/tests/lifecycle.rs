@@ -12,12 +12,16 @@ const SPEC: BinarySpec = BinarySpec {
     variables: &[
         "DATABASE_URL",
         "DATABASE_POOL_SIZE",
+        "APPLY_CONNECTIONS",
         "HTTP_WORKERS",
         "KAFKA_BOOTSTRAP_SERVERS",
         "KAFKA_PROPERTIES",
         "ORDERS_TOPIC",
         "DEAD_LETTER_TOPIC",
         "CONSUMER_GROUP",
+        "BATCH_SIZE",
+        "BATCH_WAIT",
+        "MIN_VERSION_TIMEOUT",
         "RUST_LOG",
         "LOG_FORMAT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -49,8 +53,13 @@ async fn rejects_a_malformed_address() {
 
 #[tokio::test]
 async fn is_not_ready_while_postgres_is_unreachable() {
-    assert_not_ready_when(&SPEC, "DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere", &["postgres"])
-        .await;
+    assert_not_ready_when(
+        &SPEC,
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        &["postgres", "schema"],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -1,0 +1,195 @@
+//! The query API (actix-web).
+//!
+//! - `GET /queries/orders/{id}[?min_version=N]` → the order's view.
+//! - `GET /queries/users/{user_id}/orders?page=&page_size=` → one page of the user's
+//!   orders, newest first (ties broken by order id, so pages are stable); `page` from 1
+//!   (default 1), `page_size` 1 to [`MAX_PAGE_SIZE`] (default 20). A page past the end
+//!   is empty, not an error.
+//! - `GET /queries/users/{user_id}/stats` → order counts by status, and spending by
+//!   currency (orders paid and not cancelled: count, total, average).
+//!
+//! Unknown order or user: `404`; a malformed id or parameter, or a parameter the route
+//! does not take: `400`. Errors are `application/problem+json` ([`crate::problem`]).
+//!
+//! # Read-your-writes: `?min_version=N`
+//!
+//! A client that just got version `N` of an order from the command API asks for
+//! `?min_version=N`. The query waits (at most `MIN_VERSION_TIMEOUT`, 2 s by default,
+//! woken by every batch this process commits and re-reading every 50 ms for batches
+//! other replicas commit) until the view reaches version `N`, then answers `200`.
+//! When time runs out it answers at once, with the staleness visible:
+//! - the view exists but is older: `200` with the view as it is (its `version` below
+//!   `N`) and the headers `X-View-Stale: true` and `Retry-After: 1`;
+//! - the order is not in the read model yet: `404` with problem type
+//!   `/problems/not-yet-visible`, `X-View-Stale: true` and `Retry-After: 1`.
+//!
+//! Every order answer carries `ETag: "<version>"`.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use orders_domain::UserId;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::{problem::QueryError, query::Queries};
+
+/// The largest `page_size`.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// The default `page_size`.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// The largest `page` (offset pagination gets slow far down).
+pub const MAX_PAGE: u32 = 100_000;
+/// The header that marks an answer older than `min_version` asked.
+pub const STALE_HEADER: &str = "X-View-Stale";
+/// How often a waiting `min_version` query re-reads without a local notification.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct QueryState {
+    /// The queries.
+    pub queries: Queries,
+    /// Notified after every batch this process commits.
+    pub committed: Arc<Notify>,
+    /// The longest `min_version` wait.
+    pub min_version_timeout: Duration,
+}
+
+/// Registers the query API's routes.
+pub fn routes(state: web::Data<QueryState>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg| {
+        cfg.app_data(state.clone())
+            .route("/queries/orders/{id}", web::get().to(order))
+            .route("/queries/users/{user_id}/orders", web::get().to(user_orders))
+            .route("/queries/users/{user_id}/stats", web::get().to(user_stats))
+            .default_service(web::to(no_route));
+    }
+}
+
+async fn no_route(req: HttpRequest) -> Result<HttpResponse, QueryError> {
+    Err(QueryError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+}
+
+async fn order(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<QueryState>,
+) -> Result<HttpResponse, QueryError> {
+    let order_id = Uuid::parse_str(&path)
+        .map_err(|_| QueryError::invalid("id", format!("`{path}` is not an order id (a UUID)")))?;
+    let params = Params::parse(&req, &["min_version"])?;
+    let min_version = params.number("min_version", 0, i64::MAX as u64)?;
+    let Some(min_version) = min_version else {
+        return match state.queries.order(order_id).await? {
+            Some(view) => Ok(answer(&view, false)),
+            None => Err(QueryError::NotFound(format!("order {order_id} is not in the read model"))),
+        };
+    };
+    let deadline = tokio::time::Instant::now() + state.min_version_timeout;
+    loop {
+        // Registered before reading, so that a commit in between is not missed.
+        let committed = state.committed.notified();
+        let view = state.queries.order(order_id).await?;
+        let reached = view.as_ref().is_some_and(|v| u64::try_from(v.version).unwrap_or(0) >= min_version);
+        if reached || tokio::time::Instant::now() >= deadline {
+            return match view {
+                Some(view) => Ok(answer(&view, !reached)),
+                None => Err(QueryError::NotYetVisible(format!(
+                    "order {order_id} is not in the read model yet (waited {:?} for version {min_version}); \
+                     retry",
+                    state.min_version_timeout
+                ))),
+            };
+        }
+        tokio::select! {
+            () = committed => {}
+            () = tokio::time::sleep(RECHECK) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn answer(view: &crate::query::OrderView, stale: bool) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.insert_header(("ETag", format!("\"{}\"", view.version)));
+    if stale {
+        response.insert_header((STALE_HEADER, "true")).insert_header(("Retry-After", "1"));
+    }
+    response.json(view)
+}
+
+async fn user_orders(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<QueryState>,
+) -> Result<HttpResponse, QueryError> {
+    let user_id = parse_user_id(&path)?;
+    let params = Params::parse(&req, &["page", "page_size"])?;
+    let page = params.number("page", 1, u64::from(MAX_PAGE))?.unwrap_or(1);
+    let page_size =
+        params.number("page_size", 1, u64::from(MAX_PAGE_SIZE))?.unwrap_or(DEFAULT_PAGE_SIZE.into());
+    let (page, page_size) = (u32::try_from(page).unwrap_or(1), u32::try_from(page_size).unwrap_or(1));
+    match state.queries.user_orders(&user_id, page, page_size).await? {
+        Some(orders) => Ok(HttpResponse::Ok().json(orders)),
+        None => Err(QueryError::NotFound(format!("user {user_id} has no orders in the read model"))),
+    }
+}
+
+async fn user_stats(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<QueryState>,
+) -> Result<HttpResponse, QueryError> {
+    let user_id = parse_user_id(&path)?;
+    Params::parse(&req, &[])?;
+    match state.queries.user_stats(&user_id).await? {
+        Some(stats) => Ok(HttpResponse::Ok().json(stats)),
+        None => Err(QueryError::NotFound(format!("user {user_id} has no orders in the read model"))),
+    }
+}
+
+/// A user id by the domain's rules (not blank, at most 64 characters, no control
+/// characters).
+fn parse_user_id(raw: &str) -> Result<String, QueryError> {
+    UserId::new(raw)
+        .map(UserId::into_string)
+        .map_err(|e| QueryError::invalid("user_id", format!("`{raw}` is not a user id: {e}")))
+}
+
+/// A route's query parameters: only those it takes, each at most once.
+#[derive(Debug)]
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(req: &HttpRequest, allowed: &[&str]) -> Result<Self, QueryError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map_err(|e| QueryError::invalid("query", format!("the query string is malformed: {e}")))?
+            .into_inner();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_str()) {
+                let known = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+                return Err(QueryError::invalid(
+                    name,
+                    format!("unknown parameter `{name}` (this route takes: {known})"),
+                ));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(QueryError::invalid(name, format!("`{name}` is given more than once")));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    /// The parameter as a whole number within `min..=max`, if given.
+    fn number(&self, name: &str, min: u64, max: u64) -> Result<Option<u64>, QueryError> {
+        let Some((_, raw)) = self.0.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        match raw.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(QueryError::invalid(
+                name,
+                format!("`{name}` must be a whole number from {min} to {max}, not `{raw}`"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Query API errors as RFC 9457 `application/problem+json`, mapped to status codes in
+//! one place.
+//!
+//! Body: `type` (a stable URI per kind of problem, relative to the service), `title`
+//! (fixed per type), `status`, `detail` and, where one input is at fault, `field` (a
+//! path or query parameter name).
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde::Serialize;
+use tokio_postgres::error::SqlState;
+
+/// Everything a query can end with besides an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A path or query parameter is invalid (or unknown).
+    #[error("{detail}")]
+    InvalidParameter {
+        /// The parameter.
+        field: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The read model does not know the order or user (or the route does not exist).
+    #[error("{0}")]
+    NotFound(String),
+    /// `min_version` was asked of an order the read model does not show yet.
+    #[error("{0}")]
+    NotYetVisible(String),
+    /// The database cannot be reached (or its schema is not in place yet); retry later.
+    #[error("the read model is unavailable; retry later")]
+    Unavailable,
+    /// A bug; logged where it happened.
+    #[error("internal error")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl QueryError {
+    /// An invalid parameter.
+    pub fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        Self::InvalidParameter { field: field.to_string(), detail: detail.into() }
+    }
+
+    fn slug_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::InvalidParameter { .. } => ("invalid-parameter", "A request parameter is invalid"),
+            Self::NotFound(_) => ("not-found", "Not found"),
+            Self::NotYetVisible(_) => ("not-yet-visible", "Not in the read model yet"),
+            Self::Unavailable => ("unavailable", "Temporarily unavailable"),
+            Self::Internal => ("internal", "Internal error"),
+        }
+    }
+}
+
+impl ResponseError for QueryError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) | Self::NotYetVisible(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (slug, title) = self.slug_and_title();
+        let field = match self {
+            Self::InvalidParameter { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            Self::Unavailable => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            Self::NotYetVisible(_) => {
+                response
+                    .insert_header(("Retry-After", "1"))
+                    .insert_header((crate::http::STALE_HEADER, "true"));
+            }
+            _ => {}
+        }
+        response.content_type("application/problem+json").json(Problem {
+            kind: format!("/problems/{slug}"),
+            title,
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            field,
+        })
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for QueryError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %error, "no database connection for a query");
+        Self::Unavailable
+    }
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.as_db_error() {
+            // The schema is not migrated yet.
+            Some(db) if db.code() == &SqlState::UNDEFINED_TABLE => {
+                tracing::warn!(error = %db.message(), "the read model is not in place yet");
+                Self::Unavailable
+            }
+            Some(db) => {
+                tracing::error!(error = %db.message(), code = db.code().code(), "query failed");
+                Self::Internal
+            }
+            None => {
+                tracing::warn!(error = %error, "the database connection failed during a query");
+                Self::Unavailable
+            }
+        }
+    }
+}
