@@ -48,9 +48,9 @@ pub fn routes(state: web::Data<HttpState>) -> impl Fn(&mut web::ServiceConfig) +
     move |cfg| {
         cfg.app_data(state.clone())
             .route("/commands/orders", web::post().to(create))
-            .route("/commands/orders/{id}/pay", web::post().to(pay))
-            .route("/commands/orders/{id}/ship", web::post().to(ship))
-            .route("/commands/orders/{id}/cancel", web::post().to(cancel))
+            .route("/commands/orders/{id}/pay", web::post().to(on_order::<PayOrderInput>))
+            .route("/commands/orders/{id}/ship", web::post().to(on_order::<ShipOrderInput>))
+            .route("/commands/orders/{id}/cancel", web::post().to(on_order::<CancelOrderInput>))
             .route("/orders/{id}/events", web::get().to(history))
             .default_service(web::to(not_found));
     }
@@ -76,46 +76,38 @@ async fn create(
     .await
 }
 
-async fn pay(
+/// The body of a command on an existing order, and the [`Intent`] it parses into.
+trait OrderCommandInput: DeserializeOwned {
+    fn into_intent(self) -> Result<Intent, orders_domain::OrderError>;
+}
+
+impl OrderCommandInput for PayOrderInput {
+    fn into_intent(self) -> Result<Intent, orders_domain::OrderError> {
+        Ok(Intent::Pay(PayOrder::try_from(self)?))
+    }
+}
+
+impl OrderCommandInput for ShipOrderInput {
+    fn into_intent(self) -> Result<Intent, orders_domain::OrderError> {
+        Ok(Intent::Ship(ShipOrder::try_from(self)?))
+    }
+}
+
+impl OrderCommandInput for CancelOrderInput {
+    fn into_intent(self) -> Result<Intent, orders_domain::OrderError> {
+        Ok(Intent::Cancel(CancelOrder::try_from(self)?))
+    }
+}
+
+/// `POST /commands/orders/{id}/<command>` for the command whose body is `I`.
+async fn on_order<I: OrderCommandInput>(
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload, state.body_limit).await?;
-    let input: PayOrderInput = parse_json(&body)?;
-    on_order(req, path, body, state, Intent::Pay(PayOrder::try_from(input)?)).await
-}
-
-async fn ship(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<HttpState>,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&req, payload, state.body_limit).await?;
-    let input: ShipOrderInput = parse_json(&body)?;
-    on_order(req, path, body, state, Intent::Ship(ShipOrder::try_from(input)?)).await
-}
-
-async fn cancel(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<HttpState>,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(&req, payload, state.body_limit).await?;
-    let input: CancelOrderInput = parse_json(&body)?;
-    on_order(req, path, body, state, Intent::Cancel(CancelOrder::try_from(input)?)).await
-}
-
-async fn on_order(
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Bytes,
-    state: web::Data<HttpState>,
-    intent: Intent,
-) -> Result<HttpResponse, ApiError> {
+    let intent = parse_json::<I>(&body)?.into_intent()?;
     let order_id = parse_order_id(&path)?;
     let mut ctx = context(&req, &body)?;
     ctx.expected_version = if_match(&req)?;
