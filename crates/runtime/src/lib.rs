@@ -20,6 +20,7 @@
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`probe`]: readiness checks (PostgreSQL, Kafka, or any async check).
 //! - [`http`]: the operational endpoints and the HTTP server.
+//! - [`problem`]: RFC 9457 `application/problem+json` error bodies.
 //! - [`lifecycle`]: [`Runtime`], signals and graceful shutdown.
 //! - [`postgres`] and [`kafka`]: building a connection pool and client configuration
 //!   from the shared arguments.
@@ -34,6 +35,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod postgres;
 pub mod probe;
+pub mod problem;
 pub mod telemetry;
 
 pub use lifecycle::Runtime;

@@ -6,7 +6,7 @@
 //! where one input is at fault, `field` (a JSON path such as `items[0].quantity`).
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use serde::Serialize;
+use orders_runtime::problem::Problem;
 
 use crate::app::CommandError;
 
@@ -68,17 +68,6 @@ pub enum ApiError {
     Internal,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-}
-
 impl ApiError {
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
@@ -105,17 +94,15 @@ impl ApiError {
         }
     }
 
-    /// The problem document, as stored for idempotent replays too.
-    pub fn body(&self) -> serde_json::Value {
+    /// The problem document.
+    pub fn problem(&self) -> Problem {
         let (slug, title) = self.slug_and_title();
-        serde_json::to_value(Problem {
-            kind: format!("/problems/{slug}"),
-            title,
-            status: self.status_code().as_u16(),
-            detail: self.to_string(),
-            field: self.field(),
-        })
-        .unwrap_or_default()
+        Problem::new(self.status_code(), slug, title, self.to_string()).with_field(self.field())
+    }
+
+    /// The problem document as JSON, as stored for idempotent replays too.
+    pub fn body(&self) -> serde_json::Value {
+        self.problem().to_json()
     }
 }
 
@@ -135,11 +122,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable) {
-            response.insert_header(("Retry-After", "1"));
-        }
-        response.content_type("application/problem+json").json(self.body())
+        self.problem().response(|_| {})
     }
 }
 

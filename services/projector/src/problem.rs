@@ -6,7 +6,7 @@
 //! path or query parameter name).
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use serde::Serialize;
+use orders_runtime::problem::Problem;
 use tokio_postgres::error::SqlState;
 
 /// Everything a query can end with besides an answer.
@@ -32,17 +32,6 @@ pub enum QueryError {
     /// A bug; logged where it happened.
     #[error("internal error")]
     Internal,
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
 }
 
 impl QueryError {
@@ -78,25 +67,15 @@ impl ResponseError for QueryError {
             Self::InvalidParameter { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        let mut response = HttpResponse::build(self.status_code());
-        match self {
-            Self::Unavailable => {
-                response.insert_header(("Retry-After", "1"));
-            }
-            Self::NotYetVisible(_) => {
-                response
-                    .insert_header(("Retry-After", "1"))
-                    .insert_header((crate::http::STALE_HEADER, "true"));
-            }
-            _ => {}
-        }
-        response.content_type("application/problem+json").json(Problem {
-            kind: format!("/problems/{slug}"),
-            title,
-            status: self.status_code().as_u16(),
-            detail: self.to_string(),
-            field,
-        })
+        Problem::new(self.status_code(), slug, title, self.to_string()).with_field(field).response(
+            |response| {
+                if let Self::NotYetVisible(_) = self {
+                    response
+                        .insert_header(("Retry-After", "1"))
+                        .insert_header((crate::http::STALE_HEADER, "true"));
+                }
+            },
+        )
     }
 }
 
