@@ -25,7 +25,10 @@ die() {
 pid_of() {
   local pid
   pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$BIN/$1" ] || return 1
+  # The running binary, even when cargo has re-linked it since (the link then ends in " (deleted)").
+  local exe
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [ "${exe% (deleted)}" = "$BIN/$1" ] || return 1
   echo "$pid"
 }
 
