@@ -148,6 +148,24 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// Polls `GET http://{addr}/readyz` every 50 ms until it answers 200.
+///
+/// # Panics
+/// After `within`, naming `what` did not become ready.
+pub async fn wait_until_ready(addr: SocketAddr, within: Duration, what: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(format!("http://{addr}/readyz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not become ready within {within:?}");
+}
+
 /// A test world for one run of a binary: its own database and topics, and the
 /// environment pointing at them.
 #[derive(Debug)]

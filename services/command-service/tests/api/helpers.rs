@@ -80,15 +80,7 @@ impl TestApp {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the service did not become ready");
+        orders_testkit::process::wait_until_ready(self.addr, Duration::from_secs(10), "the service").await;
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {

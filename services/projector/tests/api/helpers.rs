@@ -222,15 +222,7 @@ impl TestApp {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..300 {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the projector did not become ready");
+        orders_testkit::process::wait_until_ready(self.addr, Duration::from_secs(15), "the projector").await;
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
