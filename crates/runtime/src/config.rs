@@ -31,6 +31,11 @@ pub struct RuntimeArgs {
     /// orchestrator's own grace period (30 s on Kubernetes).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// The deadline of every HTTP request: a handler still running then is dropped and
+    /// the client gets `503` with `Retry-After`.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_request_timeout: Duration,
 }
 
 /// How logs are written.

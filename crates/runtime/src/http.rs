@@ -7,9 +7,19 @@
 //!   names each probe and why it failed.
 //! - `GET /metrics`: Prometheus text format.
 //!
-//! Every request runs in a span that continues the caller's `traceparent`, and is counted in `http_requests_total{method, route, status}` and timed
-//! in `http_request_duration_seconds{method, route}`, by route pattern (not raw path,
-//! which would make one series per order id).
+//! Every request runs in a span that continues the caller's `traceparent`, and is
+//! counted in `http_requests_total{method, route, status}` and timed in
+//! `http_request_duration_seconds{method, route}`. Every label is bounded whatever the
+//! client sends: `route` is the matched route pattern (not the raw path, which would
+//! make one series per order id) or `unmatched`; `method` is one of the nine standard
+//! methods or `OTHER`; `status` is the status the server chose.
+//!
+//! Every request also has a deadline (`HTTP_REQUEST_TIMEOUT`): a handler still running
+//! when it passes is dropped and the client gets `503` with `Retry-After` as a problem
+//! document (`/problems/deadline-exceeded`). Dropping a handler only stops the wait: a
+//! statement it had sent keeps running on the server until PostgreSQL's own
+//! `statement_timeout` ends it (see [`crate::postgres`]), so keep that below this
+//! deadline's order of magnitude.
 
 use std::{
     sync::{Arc, RwLock},
@@ -80,6 +90,64 @@ async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(ops.metrics.render())
 }
 
+/// The method as a metric label: a fixed set, so that made-up methods cannot create series.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Middleware: a request whose handler has not answered within `limit` fails with
+/// [`DeadlineExceeded`]; the handler's future is dropped.
+pub(crate) async fn enforce_deadline<B: MessageBody + 'static>(
+    limit: Duration,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let path = req.path().to_owned();
+    match tokio::time::timeout(limit, next.call(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%path, limit = %humantime::format_duration(limit), "request deadline exceeded");
+            Err(DeadlineExceeded(limit).into())
+        }
+    }
+}
+
+/// A handler did not answer within the request deadline: `503` with `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+#[error("the server did not finish the request within {}", humantime::format_duration(*.0))]
+pub struct DeadlineExceeded(Duration);
+
+impl actix_web::ResponseError for DeadlineExceeded {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        crate::problem::Problem::new(
+            self.status_code(),
+            "deadline-exceeded",
+            "Request deadline exceeded",
+            format!(
+                "{self}; it may or may not have taken effect: retry it (with the same Idempotency-Key where \
+                 the API takes one)"
+            ),
+        )
+        .response(|_| {})
+    }
+}
+
 /// Middleware: counts and times each request by method, route pattern and status.
 pub(crate) async fn record_request(
     req: ServiceRequest,
@@ -87,17 +155,103 @@ pub(crate) async fn record_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use tracing::Instrument as _;
     let started = std::time::Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_string());
     let span =
         tracing::info_span!("http request", otel.kind = "server", http.method = %method, http.route = %route);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     crate::telemetry::set_parent_from(&span, header("traceparent"), header("tracestate"));
-    let response = next.call(req).instrument(span).await?;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    let response = next.call(req).instrument(span).await;
+    let status = match &response {
+        Ok(response) => response.status(),
+        Err(error) => error.as_response_error().status_code(),
+    };
+    let status = status.as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed());
-    Ok(response)
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, time::Duration};
+
+    use actix_web::web;
+    use clap::Parser;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use crate::{Runtime, config::RuntimeArgs};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn runtime(args: &[&str]) -> Runtime {
+        let cli =
+            Cli::try_parse_from(std::iter::once("svc").chain(args.iter().copied())).expect("valid args");
+        Runtime::new("http-test", &cli.runtime)
+    }
+
+    /// Sends one raw HTTP/1.1 request and returns the whole response as text.
+    async fn send(addr: SocketAddr, method: &str, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    #[actix_web::test]
+    async fn made_up_methods_share_one_label() {
+        let mut rt = runtime(&[]);
+        let addr = rt
+            .serve_http("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
+                cfg.route("/labels-probe", web::route().to(|| async { "ok" }));
+            })
+            .expect("serve");
+        for i in 0..20 {
+            let response = send(addr, &format!("MADEUP{i}"), "/labels-probe").await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        }
+        send(addr, "GET", "/labels-probe").await;
+        let rendered = crate::metrics::handle().render();
+        let series: Vec<&str> = rendered
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/labels-probe\""))
+            .collect();
+        assert_eq!(series.len(), 2, "one series for GET and one for all other methods: {series:#?}");
+        assert!(series.iter().any(|l| l.contains("method=\"OTHER\"")), "{series:#?}");
+        assert!(!rendered.contains("MADEUP"), "a client-chosen method became a label");
+    }
+
+    #[actix_web::test]
+    async fn a_handler_past_the_request_deadline_answers_503_problem() {
+        let mut rt = runtime(&["--http-request-timeout", "300ms"]);
+        let addr = rt
+            .serve_http("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
+                cfg.route(
+                    "/slow",
+                    web::get().to(|| async {
+                        tokio::time::sleep(Duration::from_secs(20)).await;
+                        "late"
+                    }),
+                );
+            })
+            .expect("serve");
+        let started = std::time::Instant::now();
+        let response = send(addr, "GET", "/slow").await;
+        assert!(started.elapsed() < Duration::from_secs(15), "answered after {:?}", started.elapsed());
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        let lower = response.to_ascii_lowercase();
+        assert!(lower.contains("content-type: application/problem+json"), "{response}");
+        assert!(lower.contains("retry-after: 1"), "{response}");
+        assert!(response.contains("/problems/deadline-exceeded"), "{response}");
+        // Fast handlers are untouched.
+        assert!(send(addr, "GET", "/healthz").await.starts_with("HTTP/1.1 200"));
+    }
 }

@@ -22,8 +22,8 @@
 //! - [`http`]: the operational endpoints and the HTTP server.
 //! - [`problem`]: RFC 9457 `application/problem+json` error bodies.
 //! - [`lifecycle`]: [`Runtime`], signals and graceful shutdown.
-//! - [`postgres`] and [`kafka`]: building a connection pool and client configuration
-//!   from the shared arguments.
+//! - [`postgres`] and [`kafka`]: building a connection pool (with server-side session
+//!   limits, from [`orders_postgres`]) and client configuration from the shared arguments.
 //!
 //! This crate knows nothing of orders: any Rust service on actix-web, PostgreSQL and
 //! Kafka can use it.
@@ -62,9 +62,9 @@ pub enum Error {
     /// A Kafka client could not be created from its configuration.
     #[error("kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// A PostgreSQL pool could not be created from its configuration.
-    #[error("postgres pool: {0}")]
-    Pool(#[from] deadpool_postgres::BuildError),
+    /// A PostgreSQL pool or connection could not be set up.
+    #[error(transparent)]
+    Postgres(#[from] orders_postgres::Error),
 }
 
 /// The result type of this crate.

@@ -57,6 +57,7 @@ pub struct Runtime {
     shutdown: CancellationToken,
     draining: CancellationToken,
     shutdown_timeout: Duration,
+    request_timeout: Duration,
     probes: Arc<RwLock<Vec<Probe>>>,
     servers: Vec<ServerHandle>,
     tasks: JoinSet<TaskResult>,
@@ -71,6 +72,7 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             draining: CancellationToken::new(),
             shutdown_timeout: args.shutdown_timeout,
+            request_timeout: args.http_request_timeout,
             probes: Arc::default(),
             servers: Vec::new(),
             tasks: JoinSet::new(),
@@ -106,8 +108,12 @@ impl Runtime {
             draining: self.draining.clone(),
             probe_deadline: Duration::from_secs(4),
         });
+        let request_timeout = self.request_timeout;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    crate::http::enforce_deadline(request_timeout, req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(crate::http::record_request))
                 .app_data(ops.clone())
                 .configure(crate::http::ops_routes)

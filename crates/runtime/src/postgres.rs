@@ -1,119 +1,83 @@
-//! PostgreSQL connection settings and pools.
+//! PostgreSQL for services: the pool and URL types of [`orders_postgres`], and the
+//! session limits as configuration.
 //!
-//! [`DatabaseUrl`] parses a `postgres://` URL (or a key=value connection string) at
-//! start, so a bad value stops the process with a clear message, and never shows its
-//! password in logs or `Debug` output. [`pool`] builds a `deadpool-postgres` pool with
-//! timeouts, so that a database that is down makes requests fail fast instead of hang.
+//! Every pool a service builds through [`pool`] carries the server-side limits of
+//! [`SessionArgs`] (`DATABASE_STATEMENT_TIMEOUT`, `DATABASE_LOCK_TIMEOUT`,
+//! `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT`), so that no statement, lock wait or abandoned
+//! transaction outlives the request that started it by more than those bounds.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, config::Host};
+use clap::Args;
+pub use orders_postgres::{DatabaseUrl, Failure, Session, classify, connect, describe};
 
-/// A validated PostgreSQL connection URL whose password stays out of logs.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    config: tokio_postgres::Config,
+use crate::config::parse_duration;
+
+/// The server-side limits of every PostgreSQL session of a service. `0s` turns a limit off.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// The longest a statement may run before PostgreSQL cancels it.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub database_statement_timeout: Duration,
+
+    /// The longest a statement may wait for a lock before PostgreSQL gives up.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub database_lock_timeout: Duration,
+
+    /// The longest a transaction may sit idle between statements (its client stuck or
+    /// gone) before PostgreSQL ends the session and releases its locks.
+    #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub database_idle_in_transaction_timeout: Duration,
 }
 
-impl DatabaseUrl {
-    /// The parsed connection settings.
-    pub fn config(&self) -> &tokio_postgres::Config {
-        &self.config
-    }
-
-    /// The database name, when the URL names one.
-    pub fn database(&self) -> Option<&str> {
-        self.config.get_dbname()
-    }
-}
-
-impl FromStr for DatabaseUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let config = tokio_postgres::Config::from_str(s).map_err(|e| {
-            format!("not a PostgreSQL connection URL ({e}); expected postgres://user@host:port/database")
-        })?;
-        if config.get_hosts().is_empty() {
-            return Err("the PostgreSQL URL names no host".into());
+impl SessionArgs {
+    /// The session these settings describe.
+    pub fn session(&self) -> Session {
+        Session {
+            statement_timeout: Some(self.database_statement_timeout),
+            lock_timeout: Some(self.database_lock_timeout),
+            idle_in_transaction_session_timeout: Some(self.database_idle_in_transaction_timeout),
+            parameters: Vec::new(),
         }
-        Ok(Self { config })
     }
 }
 
-/// Shows the URL with its password replaced by `***`.
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        write!(f, "postgres://")?;
-        if let Some(user) = c.get_user() {
-            write!(f, "{user}")?;
-            if c.get_password().is_some() {
-                write!(f, ":***")?;
-            }
-            write!(f, "@")?;
-        }
-        for (i, host) in c.get_hosts().iter().enumerate() {
-            if i > 0 {
-                write!(f, ",")?;
-            }
-            match host {
-                Host::Tcp(name) => write!(f, "{name}")?,
-                Host::Unix(path) => write!(f, "{}", path.display())?,
-            }
-            if let Some(port) = c.get_ports().get(i).or(c.get_ports().first()) {
-                write!(f, ":{port}")?;
-            }
-        }
-        if let Some(db) = c.get_dbname() {
-            write!(f, "/{db}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl({self})")
-    }
-}
-
-/// A connection pool of at most `max_size` connections to `url`, named
-/// `application_name` in `pg_stat_activity`. No connection is opened until one is
-/// needed: a service starts even while its database is down (and reports not ready).
-pub fn pool(url: &DatabaseUrl, max_size: usize, application_name: &str) -> crate::Result<Pool> {
-    let mut config = url.config.clone();
-    config.application_name(application_name);
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Ok(Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .create_timeout(Some(Duration::from_secs(5)))
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()?)
+/// A pool of at most `max_size` connections to `url`, named `application_name`, each
+/// session with `session`'s limits (see [`orders_postgres::pool`]).
+pub fn pool(
+    url: &DatabaseUrl,
+    max_size: usize,
+    application_name: &str,
+    session: &Session,
+) -> crate::Result<deadpool_postgres::Pool> {
+    Ok(orders_postgres::pool(url, max_size, application_name, session)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        session: SessionArgs,
+    }
+
+    #[test]
+    fn the_limits_default_to_bounded_values_and_parse_human_units() {
+        let session = Cli::try_parse_from(["svc"]).expect("defaults").session.session();
+        assert_eq!(session.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(session.lock_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(session.idle_in_transaction_session_timeout, Some(Duration::from_secs(60)));
+        let cli = Cli::try_parse_from(["svc", "--database-statement-timeout", "1500ms"]).expect("parses");
+        assert_eq!(cli.session.session().statement_timeout, Some(Duration::from_millis(1500)));
+    }
 
     #[test]
     fn the_password_never_shows() {
         let url: DatabaseUrl = "postgres://app:s3cret@db.example:5433/orders".parse().expect("valid url");
         assert_eq!(url.to_string(), "postgres://app:***@db.example:5433/orders");
         assert!(!format!("{url:?}").contains("s3cret"));
-        assert_eq!(url.database(), Some("orders"));
-    }
-
-    #[test]
-    fn a_bad_url_is_rejected_with_the_expected_shape() {
-        let err = "postgres://host:notaport/db".parse::<DatabaseUrl>().expect_err("invalid port");
-        assert!(err.contains("expected postgres://user@host:port/database"), "{err}");
     }
 }

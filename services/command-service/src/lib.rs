@@ -70,6 +70,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
 
+    /// Server-side limits of every PostgreSQL session.
+    #[command(flatten)]
+    pub database_session: postgres::SessionArgs,
+
     /// Channel to NOTIFY in every commit so the outbox relay wakes at once; empty: none.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = "outbox")]
     pub notify_channel: String,
@@ -136,7 +140,12 @@ impl ServiceConfig for Config {
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
 /// the HTTP server is bound to.
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
-    let pool = postgres::pool(&config.database_url, config.database_pool_size, SERVICE)?;
+    let pool = postgres::pool(
+        &config.database_url,
+        config.database_pool_size,
+        SERVICE,
+        &config.database_session.session(),
+    )?;
     let notify_channel = Some(config.notify_channel.clone()).filter(|c| !c.is_empty());
     let group_commit = (config.group_commit_workers > 0).then_some(GroupCommit {
         committers: config.group_commit_workers,

@@ -40,6 +40,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
 
+    /// Server-side limits of every PostgreSQL session.
+    #[command(flatten)]
+    pub database_session: postgres::SessionArgs,
+
     /// Topic of the order events to react to.
     #[arg(long, env = "ORDERS_TOPIC", default_value = "orders")]
     pub orders_topic: String,
@@ -74,7 +78,12 @@ impl ServiceConfig for Config {
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
 /// the HTTP server is bound to.
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
-    let pool = postgres::pool(&config.database_url, config.database_pool_size, SERVICE)?;
+    let pool = postgres::pool(
+        &config.database_url,
+        config.database_pool_size,
+        SERVICE,
+        &config.database_session.session(),
+    )?;
     rt.add_probe(Probe::postgres("postgres", pool));
     rt.add_probe(Probe::kafka(
         "kafka",

@@ -57,6 +57,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 4)]
     pub database_pool_size: usize,
 
+    /// Server-side limits of every PostgreSQL session.
+    #[command(flatten)]
+    pub database_session: postgres::SessionArgs,
+
     /// Topic the outbox rows are addressed to; /readyz checks that it exists (each
     /// row is published to the topic stored with it).
     #[arg(long, env = "ORDERS_TOPIC", default_value = "orders")]
@@ -139,7 +143,12 @@ impl Config {
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
     use anyhow::Context as _;
 
-    let pool = postgres::pool(&config.database_url, config.database_pool_size, SERVICE)?;
+    let pool = postgres::pool(
+        &config.database_url,
+        config.database_pool_size,
+        SERVICE,
+        &config.database_session.session(),
+    )?;
     let mut session = config.database_url.config().clone();
     session
         .application_name(format!("{SERVICE} leases"))
