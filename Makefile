@@ -5,17 +5,21 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # Build cache outside the clone: fresh clones (CI) reuse what earlier builds compiled.
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/orders-platform/target
+# deploy/local/target-dir.sh is the one place that decides it; the scripts ask it too.
+export CARGO_TARGET_DIR := $(shell deploy/local/target-dir.sh)
 CARGO ?= cargo
 # Integration tests mostly wait on processes and servers: run more of them at once than there are cores.
 TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: help toolchain up down status build run stop demo test fmt lint bench
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+print-target-dir:
+	@echo $(CARGO_TARGET_DIR)
 
 toolchain:
 	@command -v $(CARGO) >/dev/null || { echo "Rust is missing: install it with rustup (https://rustup.rs), then run make again" >&2; exit 1; }

@@ -7,7 +7,7 @@
 # DEMO_VISIBILITY_TIMEOUT (30s), COMMANDS_URL, QUERIES_URL (the local defaults).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/${PROFILE:-debug}
+BIN=$("$ROOT/deploy/local/target-dir.sh")/${PROFILE:-debug}
 
 echo
 echo "== Services"

@@ -4,7 +4,7 @@
 # .local/services/.
 #
 # Usage: deploy/local/services.sh start|stop|status
-#   start   start the services that are not running (binaries from $CARGO_TARGET_DIR/debug,
+#   start   start the services that are not running (binaries from deploy/local/target-dir.sh,
 #           built by `make build`), then wait until each answers /healthz and /readyz.
 #   stop    SIGTERM each service, wait for its graceful shutdown, SIGKILL after 40 s.
 #   status  each service's pid and readiness.
@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${ORDERS_LOCAL_DIR:-$ROOT/.local}/services
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/${PROFILE:-debug}
+BIN=$("$ROOT/deploy/local/target-dir.sh")/${PROFILE:-debug}
 # name:port of each service's HTTP or admin server (their defaults).
 SERVICES=(command-service:8080 projector:8081 outbox-relay:8082 order-processor:8083 stats-aggregator:8084)
 
