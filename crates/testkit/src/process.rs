@@ -1,8 +1,10 @@
 //! Service binaries as child processes, and the checks every binary must pass.
 //!
-//! A service's `tests/` call the `assert_*` functions with a [`BinarySpec`] that says
-//! which variables its `--help` must list and what it depends on. Each check gives
-//! the process its own PostgreSQL database and Kafka topics.
+//! A service's `tests/lifecycle.rs` is a [`BinarySpec`] (which variables of its own its
+//! `--help` must list, what it depends on) and one [`lifecycle_tests!`](crate::lifecycle_tests)
+//! line that turns it into the checks every binary must pass; the `assert_*` functions
+//! behind them are public for checks of a service's own. Each check gives the process
+//! its own PostgreSQL database and Kafka topics.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -23,12 +25,103 @@ pub struct BinarySpec {
     pub exe: &'static str,
     /// The variable holding its HTTP address (`HTTP_ADDR` or `ADMIN_ADDR`).
     pub addr_var: &'static str,
-    /// Variables `--help` must list.
+    /// Variables of its own `--help` must list (besides [`COMMON_VARIABLES`], the
+    /// address, the topic variables and, with PostgreSQL, [`POSTGRES_VARIABLES`]).
     pub variables: &'static [&'static str],
-    /// Whether it takes a `DATABASE_URL`.
-    pub uses_postgres: bool,
+    /// The readiness probes that fail while its PostgreSQL is unreachable; empty when
+    /// it takes no `DATABASE_URL`.
+    pub postgres_probes: &'static [&'static str],
     /// Variables naming the Kafka topics it uses; each gets a fresh topic.
     pub topic_vars: &'static [&'static str],
+}
+
+/// Variables every service binary takes (logging, tracing, shutdown, HTTP, Kafka).
+pub const COMMON_VARIABLES: &[&str] = &[
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "SHUTDOWN_TIMEOUT",
+    "HTTP_REQUEST_TIMEOUT",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_PROPERTIES",
+];
+
+/// Variables every binary with a PostgreSQL database takes.
+pub const POSTGRES_VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_LOCK_TIMEOUT",
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+];
+
+impl BinarySpec {
+    /// Whether it takes a `DATABASE_URL`.
+    pub fn uses_postgres(&self) -> bool {
+        !self.postgres_probes.is_empty()
+    }
+}
+
+/// The checks every service binary must pass, as `#[tokio::test]`s named after what
+/// they check: `--help` lists every variable; it becomes ready and SIGTERM stops it
+/// with 0; it is live but not ready while Kafka is unreachable, while its first topic
+/// does not exist and (with PostgreSQL) while its database is unreachable; a
+/// malformed address stops it with status 2.
+///
+/// ```ignore
+/// const SPEC: BinarySpec = BinarySpec { exe: env!("CARGO_BIN_EXE_my-service"), .. };
+/// orders_testkit::lifecycle_tests!(SPEC);
+/// ```
+#[macro_export]
+macro_rules! lifecycle_tests {
+    ($spec:expr) => {
+        #[::tokio::test]
+        async fn help_lists_every_variable() {
+            $crate::process::assert_help_lists_variables(&$spec).await;
+        }
+
+        #[::tokio::test]
+        async fn becomes_ready_and_stops_cleanly_on_sigterm() {
+            $crate::process::assert_ready_then_clean_exit(&$spec).await;
+        }
+
+        #[::tokio::test]
+        async fn is_not_ready_while_kafka_is_unreachable() {
+            $crate::process::assert_not_ready_when(
+                &$spec,
+                "KAFKA_BOOTSTRAP_SERVERS",
+                "127.0.0.1:1",
+                &["kafka"],
+            )
+            .await;
+        }
+
+        #[::tokio::test]
+        async fn is_not_ready_when_a_topic_does_not_exist() {
+            let var = $spec.topic_vars.first().expect("the spec names at least one topic variable");
+            $crate::process::assert_not_ready_when(&$spec, var, "no-such-topic", &["kafka"]).await;
+        }
+
+        #[::tokio::test]
+        async fn is_not_ready_while_postgres_is_unreachable() {
+            if $spec.uses_postgres() {
+                $crate::process::assert_not_ready_when(
+                    &$spec,
+                    "DATABASE_URL",
+                    "postgres://postgres@127.0.0.1:1/nowhere",
+                    $spec.postgres_probes,
+                )
+                .await;
+            } else {
+                $crate::process::assert_help_omits(&$spec, "DATABASE_URL").await;
+            }
+        }
+
+        #[::tokio::test]
+        async fn rejects_a_malformed_address() {
+            $crate::process::assert_rejects_bad_value(&$spec, $spec.addr_var, "not-an-address").await;
+        }
+    };
 }
 
 /// A running service binary; killed when dropped.
@@ -180,7 +273,7 @@ impl World {
     /// Creates the database and topics `spec` needs.
     pub async fn for_binary(spec: &BinarySpec) -> Self {
         let mut env = vec![("KAFKA_BOOTSTRAP_SERVERS".to_string(), crate::kafka::bootstrap_servers())];
-        let database = if spec.uses_postgres {
+        let database = if spec.uses_postgres() {
             let db = TestDatabase::create().await;
             env.push(("DATABASE_URL".into(), db.url().to_string()));
             Some(db)
@@ -203,18 +296,31 @@ impl World {
     }
 }
 
-/// `--help` exits 0 and names every variable of the spec.
-pub async fn assert_help_lists_variables(spec: &BinarySpec) {
+/// The binary's `--help` text (it must exit 0).
+async fn help(spec: &BinarySpec) -> String {
     let output = Command::new(spec.exe)
         .arg("--help")
         .output()
         .await
         .unwrap_or_else(|e| panic!("cannot run {} --help: {e}", spec.exe));
     assert!(output.status.success(), "--help failed: {output:?}");
-    let help = String::from_utf8_lossy(&output.stdout);
-    for var in spec.variables.iter().chain([&spec.addr_var]) {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `--help` exits 0 and names every variable of the spec.
+pub async fn assert_help_lists_variables(spec: &BinarySpec) {
+    let help = help(spec).await;
+    let postgres = if spec.uses_postgres() { POSTGRES_VARIABLES } else { &[] };
+    let vars = COMMON_VARIABLES.iter().chain(postgres).chain(spec.variables).chain(spec.topic_vars);
+    for var in vars.chain([&spec.addr_var]) {
         assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
     }
+}
+
+/// `--help` does not mention `var` (a dependency the binary does not have).
+pub async fn assert_help_omits(spec: &BinarySpec, var: &str) {
+    let help = help(spec).await;
+    assert!(!help.contains(var), "--help mentions {var}, which the spec says it does not take:\n{help}");
 }
 
 /// With its dependencies up, the binary becomes live and ready, then SIGTERM ends it

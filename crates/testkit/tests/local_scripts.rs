@@ -50,7 +50,10 @@ fn services_sh_run_directly_finds_the_binaries_make_builds() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().find(|l| l.contains("stats-aggregator")).unwrap_or_default().to_string();
-    assert!(line.contains(&format!("pid {}", fake.child.id())), "status should see the running service: {stdout}");
+    assert!(
+        line.contains(&format!("pid {}", fake.child.id())),
+        "status should see the running service: {stdout}"
+    );
 
     // And make agrees with the script on where binaries go.
     let make = Command::new("make")

@@ -178,7 +178,13 @@ async fn raw_consume(topic: &str, count: usize, group: &str, decode: bool) -> f6
 async fn migrated_pool(db: &TestDatabase) -> deadpool_postgres::Pool {
     let url: DatabaseUrl = db.url().parse().unwrap();
     schema::migrate(&url).await.unwrap();
-    let options = PoolOptions { application_name: "bench", schema: schema::LIVE, asynchronous_commit: true };
+    let session = orders_runtime::postgres::Session::default();
+    let options = PoolOptions {
+        application_name: "bench",
+        schema: schema::LIVE,
+        session: &session,
+        asynchronous_commit: true,
+    };
     schema::pool(&url, settings_config().apply_connections.into(), options).unwrap()
 }
 

@@ -80,6 +80,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
 
+    /// Server-side limits of every PostgreSQL session.
+    #[command(flatten)]
+    pub database_session: orders_runtime::postgres::SessionArgs,
+
     /// Maximum number of PostgreSQL connections applying batches: batches of different
     /// partitions are applied concurrently, each in its own transaction.
     #[arg(long, env = "APPLY_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
@@ -174,9 +178,11 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         None => {}
     }
 
+    let session = config.database_session.session();
     let live = |application_name, asynchronous_commit| PoolOptions {
         application_name,
         schema: schema::LIVE,
+        session: &session,
         asynchronous_commit,
     };
     let query_pool = schema::pool(&config.database_url, config.database_pool_size, live(SERVICE, false))?;

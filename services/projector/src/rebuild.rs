@@ -70,8 +70,13 @@ pub async fn rebuild(config: &Config, token: &CancellationToken) -> anyhow::Resu
         .context("creating the new read model's tables")?;
     tracing::info!(schema = NEXT, topic = %config.orders_topic, "rebuilding the read model from the start of the topic");
 
-    let options =
-        PoolOptions { application_name: "projector-rebuild", schema: NEXT, asynchronous_commit: true };
+    let session = config.database_session.session();
+    let options = PoolOptions {
+        application_name: "projector-rebuild",
+        schema: NEXT,
+        session: &session,
+        asynchronous_commit: true,
+    };
     let pool = schema::pool(&config.database_url, config.apply_connections.into(), options)?;
     let mut projection = Projection::assign_all(crate::projection_settings(config), pool, ReadModel)
         .await

@@ -12,12 +12,10 @@
 //! advisory lock so that replicas starting together do not race; refinery's history
 //! table stays in `public`.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use orders_runtime::postgres::DatabaseUrl;
-use tokio_postgres::{Client, NoTls};
+use deadpool_postgres::Pool;
+use orders_runtime::postgres::{DatabaseUrl, Session};
+use tokio_postgres::Client;
 
 /// The schema the live read model is in.
 pub const LIVE: &str = "read_model";
@@ -39,6 +37,8 @@ pub struct PoolOptions<'a> {
     pub application_name: &'a str,
     /// The read model schema the connections use.
     pub schema: &'a str,
+    /// The server-side limits of each session.
+    pub session: &'a Session,
     /// Commit without waiting for the WAL flush (`synchronous_commit = off`). Safe for
     /// projection writes: a database crash loses the last few batches *together with*
     /// their positions, and they are applied again from Kafka.
@@ -46,49 +46,22 @@ pub struct PoolOptions<'a> {
 }
 
 /// A pool of at most `size` connections whose `search_path` is `options.schema`, with
-/// the same timeouts as `orders_runtime::postgres::pool` (no connection is opened before
-/// one is needed).
+/// the session limits of `options.session` (see [`orders_postgres::pool`]; no
+/// connection is opened before one is needed).
 pub fn pool(url: &DatabaseUrl, size: usize, options: PoolOptions<'_>) -> anyhow::Result<Pool> {
-    let mut config = url.config().clone();
-    config.application_name(options.application_name);
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    let mut startup = format!("-c search_path={}", options.schema);
+    let mut session = options.session.clone().with("search_path", options.schema);
     if options.asynchronous_commit {
-        startup.push_str(" -c synchronous_commit=off");
+        session = session.with("synchronous_commit", "off");
     }
-    if let Some(existing) = config.get_options() {
-        startup = format!("{existing} {startup}");
-    }
-    config.options(startup);
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
-        .max_size(size.max(1))
-        .runtime(Runtime::Tokio1)
-        .create_timeout(Some(Duration::from_secs(5)))
-        .wait_timeout(Some(Duration::from_secs(10)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
-        .build()
-        .context("building a PostgreSQL pool")
+    orders_postgres::pool(url, size, options.application_name, &session).context("building a PostgreSQL pool")
 }
 
 /// A dedicated connection with the default `search_path` (migrations, rebuild swaps).
+/// Its statements have no time limit (a migration or a swap may take long, and runs
+/// under an advisory lock), but an idle transaction still ends after a minute.
 pub async fn connect(url: &DatabaseUrl, application_name: &str) -> anyhow::Result<Client> {
-    let mut config = url.config().clone();
-    config.application_name(application_name);
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    let (client, connection) =
-        config.connect(NoTls).await.with_context(|| format!("connecting to PostgreSQL at {url}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "dedicated PostgreSQL connection closed");
-        }
-    });
-    Ok(client)
+    let session = Session { statement_timeout: None, lock_timeout: None, ..Session::default() };
+    Ok(orders_postgres::connect(url, application_name, &session).await?)
 }
 
 /// Applies the migrations (creating the live read model on first start).

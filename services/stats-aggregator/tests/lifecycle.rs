@@ -1,50 +1,14 @@
 //! The stats-aggregator binary's life: `--help`, health, readiness and a clean stop, run as a
 //! child process against the real Kafka and PostgreSQL (`make up`).
 
-use orders_testkit::process::{
-    BinarySpec, assert_help_lists_variables, assert_not_ready_when, assert_ready_then_clean_exit,
-    assert_rejects_bad_value,
-};
+use orders_testkit::process::BinarySpec;
 
 const SPEC: BinarySpec = BinarySpec {
     exe: env!("CARGO_BIN_EXE_stats-aggregator"),
     addr_var: "ADMIN_ADDR",
-    variables: &[
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "KAFKA_PROPERTIES",
-        "ORDERS_TOPIC",
-        "ORDER_STATS_TOPIC",
-        "APPLICATION_ID",
-        "RUST_LOG",
-        "LOG_FORMAT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "SHUTDOWN_TIMEOUT",
-    ],
-    uses_postgres: false,
+    variables: &["APPLICATION_ID"],
+    postgres_probes: &[],
     topic_vars: &["ORDERS_TOPIC", "ORDER_STATS_TOPIC"],
 };
 
-#[tokio::test]
-async fn help_lists_every_variable() {
-    assert_help_lists_variables(&SPEC).await;
-}
-
-#[tokio::test]
-async fn becomes_ready_and_stops_cleanly_on_sigterm() {
-    assert_ready_then_clean_exit(&SPEC).await;
-}
-
-#[tokio::test]
-async fn is_not_ready_while_kafka_is_unreachable() {
-    assert_not_ready_when(&SPEC, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", &["kafka"]).await;
-}
-
-#[tokio::test]
-async fn rejects_a_malformed_address() {
-    assert_rejects_bad_value(&SPEC, "ADMIN_ADDR", "not-an-address").await;
-}
-
-#[tokio::test]
-async fn is_not_ready_when_a_topic_does_not_exist() {
-    assert_not_ready_when(&SPEC, "ORDERS_TOPIC", "no-such-topic", &["kafka"]).await;
-}
+orders_testkit::lifecycle_tests!(SPEC);

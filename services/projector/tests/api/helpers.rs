@@ -267,9 +267,11 @@ pub async fn reference_dump(world: &World) -> Vec<String> {
     let db = TestDatabase::create().await;
     let url: orders_runtime::postgres::DatabaseUrl = db.url().parse().unwrap();
     projector::schema::migrate(&url).await.unwrap();
+    let session = orders_runtime::postgres::Session::default();
     let options = projector::schema::PoolOptions {
         application_name: "reference",
         schema: projector::schema::LIVE,
+        session: &session,
         asynchronous_commit: false,
     };
     let pool = projector::schema::pool(&url, 2, options).unwrap();
