@@ -133,6 +133,44 @@ impl Runtime {
         Ok(bound)
     }
 
+    /// Applies the service's migrations in the background, retrying with exponential
+    /// backoff and jitter (200 ms up to 10 s) until they succeed, so that a service
+    /// whose database is down at start still starts, answers `/healthz`, and applies
+    /// them once the database is back. The readiness probe `probe` fails until then.
+    pub fn migrate_in_background<F, Fut, E>(&mut self, probe: &'static str, migrate: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        use backon::Retryable as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let migrated = Arc::new(AtomicBool::new(false));
+        self.add_probe(Probe::new(probe, {
+            let migrated = Arc::clone(&migrated);
+            move || {
+                let migrated = migrated.load(Ordering::Acquire);
+                async move { if migrated { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
+            }
+        }));
+        let token = self.shutdown.clone();
+        tokio::spawn(async move {
+            let backoff = backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_jitter()
+                .without_max_times();
+            let attempts = migrate
+                .retry(backoff)
+                .notify(|e: &E, delay| warn!(error = format!("{e:#}"), retry_in = ?delay, "migrations failed; retrying"));
+            tokio::select! {
+                applied = attempts => if applied.is_ok() { migrated.store(true, Ordering::Release) },
+                () = token.cancelled() => {}
+            }
+        });
+    }
+
     /// Spawns a named background task. It receives the shutdown token and must return
     /// soon after it is cancelled. A task that returns before shutdown, or fails, stops
     /// the whole service (and the process exits with status 1).
@@ -310,6 +348,35 @@ mod tests {
         });
         let outcome = rt.run_until(async {}).await;
         assert_eq!(outcome, Outcome::Failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn migrations_are_retried_until_they_apply_and_readiness_waits_for_them() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let mut rt = runtime("5s");
+        let attempts = Arc::new(AtomicU32::new(0));
+        rt.migrate_in_background("schema", {
+            let attempts = Arc::clone(&attempts);
+            move || {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                async move { if attempt < 3 { Err(format!("database down (attempt {attempt})")) } else { Ok(()) } }
+            }
+        });
+        let schema_ok = |rt: &Runtime| {
+            let probes = rt.probes.read().map(|p| p.clone()).unwrap_or_default();
+            async move { crate::probe::check_all(&probes, Duration::from_secs(1)).await.iter().all(|c| c.ok) }
+        };
+        assert!(!schema_ok(&rt).await, "not ready before the migrations apply");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !schema_ok(&rt).await {
+            assert!(tokio::time::Instant::now() < deadline, "migrations never applied");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            4,
+            "three failures, then one success, then no more attempts"
+        );
     }
 
     #[tokio::test]
