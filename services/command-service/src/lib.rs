@@ -83,6 +83,16 @@ pub struct Config {
     #[arg(long, env = "GROUP_COMMIT_MAX_BATCH", default_value_t = 64)]
     pub group_commit_max_batch: usize,
 
+    /// Most commands waiting for a group-commit transaction; one more is answered 503
+    /// at once (load shedding) instead of waiting in an ever longer line.
+    #[arg(long, env = "GROUP_COMMIT_MAX_QUEUED", default_value_t = 1024)]
+    pub group_commit_max_queued: usize,
+
+    /// The most one command's write may take (queueing, connecting and committing);
+    /// past it the command is answered 503 with `Retry-After`.
+    #[arg(long, env = "APPEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub append_timeout: Duration,
+
     /// Write a snapshot of an order every this many events (0: never).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 20)]
     pub snapshot_every: u64,
@@ -141,8 +151,12 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     let group_commit = (config.group_commit_workers > 0).then_some(GroupCommit {
         committers: config.group_commit_workers,
         max_batch: config.group_commit_max_batch,
+        max_queued: config.group_commit_max_queued,
     });
-    let store = EventStore::new(pool.clone(), Options { notify_channel, group_commit });
+    let store = EventStore::new(
+        pool.clone(),
+        Options { notify_channel, group_commit, append_timeout: config.append_timeout },
+    );
 
     if matches!(config.command, Some(Command::Migrate)) {
         store.migrate().await.context("applying migrations")?;
