@@ -231,8 +231,9 @@ pub(crate) async fn verdicts(
             .iter()
             .map(|row| match (row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, bool>(2)) {
                 (true, _, _) => Verdict::Committed,
-                (false, true, _) => Verdict::VersionTaken,
-                (false, false, true) => Verdict::KeyTaken,
+                // A taken key first: the request was answered already, replay that.
+                (false, _, true) => Verdict::KeyTaken,
+                (false, true, false) => Verdict::VersionTaken,
                 (false, false, false) => Verdict::Free,
             })
             .collect())

@@ -30,6 +30,7 @@ use std::{
 
 use actix_web::web;
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
 use clap::{Parser, Subcommand};
 use orders_eventstore::{EventStore, GroupCommit, Options};
 use orders_runtime::{
@@ -207,20 +208,21 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
 /// Applies migrations in the background, retrying while the database is down.
 fn spawn_migrations(store: EventStore, migrated: Arc<AtomicBool>, token: CancellationToken) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match store.migrate().await {
-                Ok(()) => {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times()
+            .with_jitter();
+        let migrate = (|| store.migrate()).retry(backoff).notify(|e, pause| {
+            tracing::warn!(error = %e, retry_in = ?pause, "migrations failed; retrying");
+        });
+        tokio::select! {
+            () = token.cancelled() => {}
+            applied = migrate => {
+                if applied.is_ok() {
                     migrated.store(true, Ordering::Release);
-                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "migrations failed; retrying"),
             }
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     });
 }

@@ -136,3 +136,45 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert!(body["type"].as_str().unwrap().starts_with("/problems/"), "{body}");
     body
 }
+
+/// Waits until `condition` holds, or fails the test after 60 s.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// Sessions of the app's database waiting on a lock.
+    pub async fn lock_waiters(&self) -> i64 {
+        let client = self.db.pool().get().await.unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&self.db.name()],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// An uncommitted snapshot row of `order_id`, held by a connection of the test's
+    /// own: a command whose transaction writes a snapshot of that order waits on it,
+    /// after its other rows, until the returned connection commits or rolls back.
+    pub async fn hold_snapshot_of(&self, order_id: &str) -> tokio_postgres::Client {
+        let blocker = orders_testkit::postgres::connect(self.db.url()).await;
+        blocker
+            .batch_execute(&format!(
+                "BEGIN; INSERT INTO snapshots (stream_id, version, state) VALUES ('{order_id}', 1, '\\x00')"
+            ))
+            .await
+            .unwrap();
+        blocker
+    }
+}
