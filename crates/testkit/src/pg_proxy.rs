@@ -6,11 +6,15 @@
 //! through the proxy is forwarded to the server, and then that connection is closed
 //! before any answer goes back. Every other byte is forwarded as it is; other
 //! connections are not touched.
+//!
+//! [`PgProxy::go_down`] plays an outage: every proxied connection is closed, and each
+//! new one is accepted and closed at once (and counted, see
+//! [`PgProxy::attempts_while_down`]), until [`PgProxy::come_back`].
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
@@ -21,7 +25,7 @@ use tokio::{
         TcpListener, TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
     },
-    task::JoinHandle,
+    task::{JoinHandle, JoinSet},
 };
 
 /// A proxy to one PostgreSQL server; stops when dropped.
@@ -37,6 +41,15 @@ pub struct PgProxy {
 struct State {
     armed: AtomicBool,
     lost: AtomicUsize,
+    down: AtomicBool,
+    attempts_while_down: AtomicUsize,
+    connections: Mutex<JoinSet<()>>,
+}
+
+impl State {
+    fn connections(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl PgProxy {
@@ -65,12 +78,20 @@ impl PgProxy {
             let state = Arc::clone(&state);
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let state = Arc::clone(&state);
-                    tokio::spawn(async move {
-                        if let Ok(server) = TcpStream::connect(upstream).await {
-                            forward(client, server, &state).await;
+                    if state.down.load(Ordering::SeqCst) {
+                        state.attempts_while_down.fetch_add(1, Ordering::SeqCst);
+                        drop(client);
+                        continue;
+                    }
+                    let connection = {
+                        let state = Arc::clone(&state);
+                        async move {
+                            if let Ok(server) = TcpStream::connect(upstream).await {
+                                forward(client, server, &state).await;
+                            }
                         }
-                    });
+                    };
+                    state.connections().spawn(connection);
                 }
             }
         });
@@ -93,6 +114,23 @@ impl PgProxy {
         self.state.armed.store(true, Ordering::SeqCst);
     }
 
+    /// Takes the server "down" for the proxy's clients: closes every connection, and
+    /// closes each new one as soon as it is accepted.
+    pub fn go_down(&self) {
+        self.state.down.store(true, Ordering::SeqCst);
+        self.state.connections().abort_all();
+    }
+
+    /// Ends [`PgProxy::go_down`]: new connections are forwarded again.
+    pub fn come_back(&self) {
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Connections attempted while the proxy was down.
+    pub fn attempts_while_down(&self) -> usize {
+        self.state.attempts_while_down.load(Ordering::SeqCst)
+    }
+
     /// How many commit answers were lost so far.
     pub fn commit_answers_lost(&self) -> usize {
         self.state.lost.load(Ordering::SeqCst)
@@ -102,6 +140,7 @@ impl PgProxy {
 impl Drop for PgProxy {
     fn drop(&mut self) {
         self.accept.abort();
+        self.state.connections().abort_all();
     }
 }
 
@@ -114,7 +153,8 @@ async fn forward(client: TcpStream, server: TcpStream, state: &State) {
     let _ = server.set_nodelay(true);
     let (mut client_rx, client_tx) = client.into_split();
     let (server_rx, mut server_tx) = server.into_split();
-    let mut answers = tokio::spawn(copy(server_rx, client_tx));
+    // Aborted with this task too (when the proxy goes down), so the client sees EOF.
+    let mut answers = AbortOnDrop(tokio::spawn(copy(server_rx, client_tx)));
     // Untyped messages first: optional SSL/GSS requests, then the startup message.
     loop {
         let Some(message) = read_untyped(&mut client_rx).await else { break };
@@ -130,8 +170,8 @@ async fn forward(client: TcpStream, server: TcpStream, state: &State) {
         let commit = message[0] == b'Q' && is_commit(&message[5..]);
         if commit && state.armed.swap(false, Ordering::SeqCst) {
             // No answer may pass from here on: stop the way back first.
-            answers.abort();
-            let _ = (&mut answers).await;
+            answers.0.abort();
+            let _ = (&mut answers.0).await;
             let _ = server_tx.write_all(&message).await;
             let _ = server_tx.flush().await;
             state.lost.fetch_add(1, Ordering::SeqCst);
@@ -141,7 +181,16 @@ async fn forward(client: TcpStream, server: TcpStream, state: &State) {
             break;
         }
     }
-    answers.abort();
+    answers.0.abort();
+}
+
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn is_commit(query: &[u8]) -> bool {

@@ -181,3 +181,28 @@ async fn appends_stuck_behind_a_lock_give_up_at_their_deadline_and_write_nothing
     // The store is not stuck: the next append goes through.
     spawn_append(&store, waiting).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_a_whole_batch_at_once_with_one_connection_attempt() {
+    let db = TestDatabase::create().await;
+    let proxy = PgProxy::start(db.url()).await;
+    let store = store(proxy.url(), 64, PATIENCE).await;
+    let streams: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+    let (blocker, held, queued) = queue_behind_a_held_committer(&db, &store, Uuid::now_v7(), &streams).await;
+
+    proxy.go_down();
+    let held = held.await.unwrap();
+    assert!(held.as_ref().is_err_and(Error::is_transient), "{held:?}");
+    for task in queued {
+        let outcome = task.await.unwrap();
+        assert!(outcome.as_ref().is_err_and(Error::is_transient), "{outcome:?}");
+    }
+    // The batch costs one try, not one more per append (each waiting out the pool).
+    let attempts = proxy.attempts_while_down();
+    assert!(attempts <= 2, "{attempts} connection attempts for one batch of 8 during an outage");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+
+    // Back up, the store works again.
+    proxy.come_back();
+    spawn_append(&store, Uuid::now_v7()).await.unwrap().unwrap();
+}
