@@ -10,6 +10,15 @@
 //! events' Kafka records), `X-Correlation-Id` (a UUID shared by everything the request
 //! causes; one is made when absent). Errors are `application/problem+json`
 //! ([`crate::problem`]).
+//!
+//! Retry-later answers are `503` with `Retry-After`: the database is down, the store
+//! is overloaded or could not learn the outcome of a commit in time, or the order kept
+//! changing and the command lost every re-run (`/problems/contention`). None of them
+//! is recorded under the idempotency key, so a retry with the key runs again, or
+//! replays the first answer if that one committed after all. A refusal for good (a
+//! rule, an unknown order, bad input) is recorded and replayed. Before answering any
+//! error, the key is read again: a request that raced its own original replays the
+//! original's answer instead of refusing a command that took effect.
 
 use std::future::Future;
 
