@@ -5,10 +5,12 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use command_service::{Config, SERVICE, build};
 use orders_runtime::{CancellationToken, Runtime};
-use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use orders_testkit::{kafka::TestKafka, pg_proxy::PgProxy, postgres::TestDatabase};
 use serde_json::{Value, json};
 
 pub struct TestApp {
+    /// Between the app and its database, when it was started with one.
+    pub proxy: Option<PgProxy>,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub db: TestDatabase,
@@ -29,7 +31,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn_app_on(TestDatabase::create().await, None, extra).await
+}
+
+/// The app with a [`PgProxy`] between it and its database.
+pub async fn spawn_app_behind_proxy(extra: &[&str]) -> TestApp {
     let db = TestDatabase::create().await;
+    let proxy = PgProxy::start(db.url()).await;
+    spawn_app_on(db, Some(proxy), extra).await
+}
+
+async fn spawn_app_on(db: TestDatabase, proxy: Option<PgProxy>, extra: &[&str]) -> TestApp {
+    let database_url = proxy.as_ref().map_or(db.url(), PgProxy::url).to_string();
     let mut kafka = TestKafka::new().await;
     let orders_topic = kafka.topic("orders", 3).await;
     let commands_topic = kafka.topic("order-commands", 3).await;
@@ -41,7 +54,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         "--http-addr",
         "127.0.0.1:0",
         "--database-url",
-        db.url(),
+        &database_url,
         "--orders-topic",
         &orders_topic,
         "--commands-topic",
@@ -62,6 +75,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let shutdown = runtime.shutdown_token();
     tokio::spawn(runtime.run_until(std::future::pending()));
     let app = TestApp {
+        proxy,
         addr,
         http: reqwest::Client::new(),
         db,

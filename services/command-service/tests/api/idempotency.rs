@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{order_body, problem, spawn_app, spawn_app_with, wait_until};
+use crate::helpers::{order_body, problem, spawn_app, spawn_app_behind_proxy, spawn_app_with, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_key_and_body_replay_the_first_answer_once() {
@@ -113,4 +113,21 @@ async fn a_retry_racing_its_original_replays_the_original_answer() {
     assert_eq!(status, 200, "the retry must replay the original's answer, got {body}");
     assert_eq!(body, original);
     assert_eq!(app.events(&id).await.len(), 2, "one payment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_commit_answer_is_lost_is_answered_as_committed_once() {
+    // One transaction per command: the lost answer is this create's own.
+    let app = spawn_app_behind_proxy(&["--group-commit-workers", "0"]).await;
+    let proxy = app.proxy.as_ref().unwrap();
+    proxy.lose_next_commit_answer();
+    let response = app.post("/commands/orders", &order_body()).await;
+    assert_eq!(proxy.commit_answers_lost(), 1, "the create's commit answer was lost");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    // The commit took effect: the answer says so (a 503 would make a client without
+    // an Idempotency-Key retry and create a second order).
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1, "one order");
+    assert_eq!(app.events(body["order_id"].as_str().unwrap()).await.len(), 1);
 }
