@@ -8,9 +8,9 @@
 //! table, one `NOTIFY`, one commit. Nothing waits on purpose: a lone append is written
 //! at once, so batching only happens when there is a queue.
 //!
-//! Each append keeps its own outcome, exactly as without batching: see
-//! [`commit`](crate::commit) for how the losers of a race are told from the
-//! winners, and how a lost commit answer is settled.
+//! Each append keeps its own outcome, exactly as without batching: the crate's
+//! `commit` module tells the losers of a race from the winners, retries only the
+//! winners together, and settles a lost commit answer.
 //!
 //! Load is bounded: the queue holds at most [`GroupCommit::max_queued`] appends, and
 //! an append that finds it full fails at once with [`Error::Overloaded`] (shed load,
