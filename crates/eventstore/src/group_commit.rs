@@ -8,21 +8,30 @@
 //! table, one `NOTIFY`, one commit. Nothing waits on purpose: a lone append is written
 //! at once, so batching only happens when there is a queue.
 //!
-//! Each append keeps its own outcome. The batch is tried whole first; when any of its
-//! appends conflicts (a version already taken, a live idempotency key), the
-//! transaction rolls back and every append of the batch is written on its own, so the
-//! losers get [`Error::Conflict`] or [`Error::DuplicateIdempotencyKey`] exactly as
-//! without batching, and the others commit.
+//! Each append keeps its own outcome, exactly as without batching: the crate's
+//! `commit` module tells the losers of a race from the winners, retries only the
+//! winners together, and settles a lost commit answer.
+//!
+//! Load is bounded: the queue holds at most [`GroupCommit::max_queued`] appends, and
+//! an append that finds it full fails at once with [`Error::Overloaded`] (shed load,
+//! retry later) instead of waiting behind an unbounded backlog. Every append has a
+//! deadline ([`Options::append_timeout`](crate::Options::append_timeout)): one still
+//! queued when it passes is dropped unwritten with [`Error::Timeout`], and a batch
+//! stops at the earliest deadline among its appends.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Mutex, mpsc, oneshot};
-use uuid::Uuid;
-
-use crate::{
-    Error, IdempotencyRecord, NewEvent, OutboxMessage, Result, Snapshot, append_one, outbox_shard, to_i64,
+use tokio::{
+    sync::{
+        Mutex,
+        mpsc::{self, error::TrySendError},
+        oneshot,
+    },
+    time::{Instant, timeout_at},
 };
+
+use crate::{Error, Result, commit::commit, transaction::OwnedAppend};
 
 /// How appends are grouped; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -31,50 +40,44 @@ pub struct GroupCommit {
     pub committers: usize,
     /// Most appends in one transaction.
     pub max_batch: usize,
+    /// Most appends waiting for a committer; one more fails with [`Error::Overloaded`].
+    pub max_queued: usize,
 }
 
 impl Default for GroupCommit {
     fn default() -> Self {
-        Self { committers: 4, max_batch: 64 }
+        Self { committers: 4, max_batch: 64, max_queued: 1024 }
     }
 }
 
-/// An append that owns its data, to cross into a committer task.
-#[derive(Debug, Clone)]
-pub(crate) struct OwnedAppend {
-    pub(crate) stream_id: Uuid,
-    pub(crate) expected_version: u64,
-    pub(crate) events: Vec<NewEvent>,
-    pub(crate) outbox: Vec<OutboxMessage>,
-    pub(crate) snapshot: Option<Snapshot>,
-    pub(crate) idempotency: Option<IdempotencyRecord>,
-}
+/// How long a caller waits past its append's deadline for the committer's answer
+/// before giving up on it (the committer answers by the deadline; this only guards
+/// against a committer that died).
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
 
-impl OwnedAppend {
-    pub(crate) fn as_append(&self) -> crate::Append<'_> {
-        crate::Append {
-            stream_id: self.stream_id,
-            expected_version: self.expected_version,
-            events: &self.events,
-            outbox: &self.outbox,
-            snapshot: self.snapshot.as_ref(),
-            idempotency: self.idempotency.as_ref(),
-        }
-    }
+#[derive(Debug)]
+struct Request {
+    append: OwnedAppend,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<()>>,
 }
-
-type Request = (OwnedAppend, oneshot::Sender<Result<()>>);
 
 /// The queue in front of the committers.
 #[derive(Debug, Clone)]
 pub(crate) struct Committer {
-    queue: mpsc::UnboundedSender<Request>,
+    queue: mpsc::Sender<Request>,
+    timeout: Duration,
 }
 
 impl Committer {
     /// Starts the committer tasks; they end when the last handle is dropped.
-    pub(crate) fn start(pool: Pool, notify_channel: Option<String>, settings: GroupCommit) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
+    pub(crate) fn start(
+        pool: Pool,
+        notify_channel: Option<String>,
+        settings: GroupCommit,
+        timeout: Duration,
+    ) -> Self {
+        let (queue, receiver) = mpsc::channel(settings.max_queued.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..settings.committers.max(1) {
             let receiver = Arc::clone(&receiver);
@@ -82,25 +85,41 @@ impl Committer {
             let channel = notify_channel.clone();
             tokio::spawn(async move {
                 while let Some(batch) = next_batch(&receiver, settings.max_batch.max(1)).await {
-                    commit(&pool, channel.as_deref(), batch).await;
+                    write_batch(&pool, channel.as_deref(), batch, timeout).await;
                 }
             });
         }
-        Self { queue }
+        Self { queue, timeout }
+    }
+
+    /// Appends waiting for a committer.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// Queues an append and waits for its outcome.
     pub(crate) async fn append(&self, append: OwnedAppend) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
         let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send((append, reply))
-            .map_err(|_| Error::InvalidAppend("the store is shut down".into()))?;
-        outcome.await.map_err(|_| Error::InvalidAppend("the committer stopped".into()))?
+        match self.queue.try_send(Request { append, deadline, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("eventstore_group_commit_overloaded_total").increment(1);
+                return Err(Error::Overloaded { queued: self.queued() });
+            }
+            Err(TrySendError::Closed(_)) => return Err(Error::ShutDown),
+        }
+        match timeout_at(deadline + ANSWER_GRACE, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            // The committer went away with the append: it may have been written.
+            Ok(Err(_)) => Err(Error::OutcomeUnknown(Box::new(Error::ShutDown))),
+            Err(_) => Err(Error::OutcomeUnknown(Box::new(Error::Timeout(self.timeout)))),
+        }
     }
 }
 
 /// Waits for one request, then takes those already queued behind it.
-async fn next_batch(receiver: &Mutex<mpsc::UnboundedReceiver<Request>>, max: usize) -> Option<Vec<Request>> {
+async fn next_batch(receiver: &Mutex<mpsc::Receiver<Request>>, max: usize) -> Option<Vec<Request>> {
     let mut receiver = receiver.lock().await;
     let first = receiver.recv().await?;
     let mut batch = vec![first];
@@ -110,95 +129,21 @@ async fn next_batch(receiver: &Mutex<mpsc::UnboundedReceiver<Request>>, max: usi
             Err(_) => break,
         }
     }
+    metrics::gauge!("eventstore_group_commit_queued").set(receiver.len() as f64);
     Some(batch)
 }
 
-async fn commit(pool: &Pool, channel: Option<&str>, batch: Vec<Request>) {
-    metrics::histogram!("eventstore_group_commit_size").record(batch.len() as f64);
-    if batch.len() > 1 {
-        match commit_together(pool, channel, &batch).await {
-            Ok(()) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Ok(()));
-                }
-                return;
-            }
-            Err(error) => {
-                // A conflict, or a failure of the whole transaction: write the appends
-                // one by one, so that each gets its own, exact outcome.
-                tracing::debug!(error = %error, size = batch.len(), "group commit fell back to single appends");
-                metrics::counter!("eventstore_group_commit_fallbacks_total").increment(1);
-            }
-        }
+async fn write_batch(pool: &Pool, channel: Option<&str>, batch: Vec<Request>, timeout: Duration) {
+    let now = Instant::now();
+    let (live, expired): (Vec<Request>, Vec<Request>) = batch.into_iter().partition(|r| r.deadline > now);
+    for request in expired {
+        metrics::counter!("eventstore_append_timeouts_total").increment(1);
+        let _ = request.reply.send(Err(Error::Timeout(timeout)));
     }
-    for (append, reply) in batch {
-        let outcome = append_one(pool, channel, &append.as_append()).await;
-        let _ = reply.send(outcome);
+    let Some(deadline) = live.iter().map(|r| r.deadline).min() else { return };
+    let appends: Vec<&OwnedAppend> = live.iter().map(|r| &r.append).collect();
+    let outcomes = commit(pool, channel, &appends, deadline, timeout).await;
+    for (request, outcome) in live.into_iter().zip(outcomes) {
+        let _ = request.reply.send(outcome);
     }
-}
-
-async fn commit_together(pool: &Pool, channel: Option<&str>, batch: &[Request]) -> Result<()> {
-    for (append, _) in batch {
-        crate::check_versions(&append.as_append())?;
-    }
-    // One key twice in a batch cannot be told apart in one statement: write them singly.
-    let mut keys = std::collections::HashSet::new();
-    if !batch.iter().filter_map(|(a, _)| a.idempotency.as_ref()).all(|r| keys.insert(r.key.as_str())) {
-        return Err(Error::InvalidAppend("an idempotency key twice in one batch".into()));
-    }
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-
-    let events = batch.iter().flat_map(|(a, _)| a.events.iter().map(move |e| (a.stream_id, e)));
-    let (mut streams, mut versions, mut ids, mut types, mut payloads) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::<&[u8]>::new());
-    for (stream, event) in events {
-        streams.push(stream);
-        versions.push(to_i64(event.version));
-        ids.push(event.event_id);
-        types.push(event.event_type.as_str());
-        payloads.push(&event.payload);
-    }
-    let insert_events = tx.prepare_cached(include_str!("sql/insert_events_batch.sql")).await?;
-    tx.execute(&insert_events, &[&streams, &versions, &ids, &types, &payloads]).await?;
-
-    let outbox: Vec<&OutboxMessage> = batch.iter().flat_map(|(a, _)| a.outbox.iter()).collect();
-    if !outbox.is_empty() {
-        let shards: Vec<i32> = outbox.iter().map(|m| outbox_shard(&m.key)).collect();
-        let topics: Vec<&str> = outbox.iter().map(|m| m.topic.as_str()).collect();
-        let keys: Vec<&[u8]> = outbox.iter().map(|m| m.key.as_slice()).collect();
-        let values: Vec<&[u8]> = outbox.iter().map(|m| m.payload.as_slice()).collect();
-        let headers: Vec<serde_json::Value> = outbox.iter().map(|m| serde_json::json!(m.headers)).collect();
-        let insert_outbox = tx.prepare_cached(include_str!("sql/insert_outbox.sql")).await?;
-        tx.execute(&insert_outbox, &[&shards, &topics, &keys, &values, &headers]).await?;
-    }
-
-    let snapshots: Vec<(Uuid, &Snapshot)> =
-        batch.iter().filter_map(|(a, _)| a.snapshot.as_ref().map(|s| (a.stream_id, s))).collect();
-    if !snapshots.is_empty() {
-        let streams: Vec<Uuid> = snapshots.iter().map(|(s, _)| *s).collect();
-        let versions: Vec<i64> = snapshots.iter().map(|(_, s)| to_i64(s.version)).collect();
-        let states: Vec<&[u8]> = snapshots.iter().map(|(_, s)| s.state.as_slice()).collect();
-        let upsert = tx.prepare_cached(include_str!("sql/upsert_snapshots_batch.sql")).await?;
-        tx.execute(&upsert, &[&streams, &versions, &states]).await?;
-    }
-
-    let records: Vec<&IdempotencyRecord> = batch.iter().filter_map(|(a, _)| a.idempotency.as_ref()).collect();
-    if !records.is_empty() {
-        let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
-        let hashes: Vec<&[u8]> = records.iter().map(|r| r.request_hash.as_slice()).collect();
-        let statuses: Vec<i32> = records.iter().map(|r| i32::from(r.status)).collect();
-        let responses: Vec<&serde_json::Value> = records.iter().map(|r| &r.response).collect();
-        let ttls: Vec<f64> = records.iter().map(|r| r.ttl.as_secs_f64()).collect();
-        let insert = tx.prepare_cached(include_str!("sql/insert_idempotency_batch.sql")).await?;
-        let inserted = tx.execute(&insert, &[&keys, &hashes, &statuses, &responses, &ttls]).await?;
-        if inserted != records.len() as u64 {
-            return Err(Error::InvalidAppend("a live idempotency key in the batch".into()));
-        }
-    }
-    if let Some(channel) = channel {
-        tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }

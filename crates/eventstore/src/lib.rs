@@ -24,6 +24,27 @@
 //!   set, an append also sends `NOTIFY` on it, in the transaction, so a listening relay
 //!   wakes at commit. Relays must still poll: a notification is a hint.
 //!
+//! # Failures and load
+//!
+//! - **Every error says what to do.** [`Error::is_transient`] tells a retry-later
+//!   failure (database down, overload, deadline, shut down, unknown outcome) from a
+//!   lost race ([`Error::Conflict`], [`Error::DuplicateIdempotencyKey`]) or a bug.
+//!   [`classify`] is the one place a PostgreSQL error is sorted into a unique
+//!   violation, a transient failure or a permanent one.
+//! - **A commit whose answer is lost is settled, not guessed.** When the connection
+//!   breaks after COMMIT was sent, the store tries the same appends again: that try
+//!   commits, or meets rows that are the appends' own and answers `Ok`. It never
+//!   answers a conflict for an append that took effect; when it cannot learn the
+//!   outcome it says so ([`Error::OutcomeUnknown`]), and appending the same events
+//!   again later is safe for the same reason.
+//! - **Bounded waiting.** Every append has a deadline ([`Options::append_timeout`]);
+//!   with group commit the queue is bounded ([`GroupCommit::max_queued`]) and a full
+//!   queue answers [`Error::Overloaded`] at once. A database outage fails a whole
+//!   batch at once, with one connection attempt, instead of one attempt per append.
+//! - **Idempotency keys are claimed first** in each transaction, so a request racing
+//!   its own retry makes the retry wait for the first, then find the key taken
+//!   ([`Error::DuplicateIdempotencyKey`]) and replay the recorded answer.
+//!
 //! # Schema
 //!
 //! Migrations live in `migrations/` (refinery, applied by [`EventStore::migrate`] under
@@ -33,12 +54,16 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, PoolError};
+use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
+mod commit;
+mod error;
 mod group_commit;
+mod transaction;
 
+pub use error::{Error, Failure, classify};
 pub use group_commit::GroupCommit;
 
 mod embedded {
@@ -47,49 +72,6 @@ mod embedded {
 
 /// Number of outbox shards; part of the schema's contract with relays.
 pub const OUTBOX_SHARDS: i32 = 64;
-
-/// What can go wrong; see [`Error::is_transient`] for what to retry.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Another writer appended to the stream since it was read at `expected`.
-    /// Reload and re-check the rules, or report the conflict.
-    #[error("stream {stream_id} is no longer at version {expected}")]
-    Conflict {
-        /// The stream.
-        stream_id: Uuid,
-        /// The version the append expected.
-        expected: u64,
-    },
-    /// A live idempotency record with this key exists (a concurrent request with the
-    /// same key committed first). Look it up and replay its answer.
-    #[error("idempotency key `{0}` is already recorded")]
-    DuplicateIdempotencyKey(String),
-    /// The append is malformed (versions not contiguous after the expected one): a bug
-    /// in the caller.
-    #[error("invalid append: {0}")]
-    InvalidAppend(String),
-    /// No connection could be had: the database is down or overloaded. Retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[from] PoolError),
-    /// A statement failed.
-    #[error("database error: {}", describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-    /// Applying the schema migrations failed.
-    #[error("migration failed: {0}")]
-    Migration(#[from] refinery::Error),
-}
-
-impl Error {
-    /// Whether retrying the same operation later may succeed (the database was
-    /// unreachable or the connection broke), as opposed to a conflict or a bug.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Unavailable(_) => true,
-            Error::Database(e) => e.is_closed() || e.as_db_error().is_none(),
-            _ => false,
-        }
-    }
-}
 
 /// The server's message and SQLSTATE when there is one (tokio-postgres' own
 /// `Display` says only "db error").
@@ -216,13 +198,23 @@ impl Loaded {
 }
 
 /// Settings of an [`EventStore`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Channel to `NOTIFY` in every append transaction (`None`: no notification).
     pub notify_channel: Option<String>,
     /// Let concurrent appends share transactions ([`group_commit`]); `None`: one
     /// transaction per append.
     pub group_commit: Option<GroupCommit>,
+    /// The most an append may take, queueing, connecting and writing included; past
+    /// it the append fails with [`Error::Timeout`] (nothing written) or, when its
+    /// commit was already sent, [`Error::OutcomeUnknown`]. Default: 10 s.
+    pub append_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { notify_channel: None, group_commit: None, append_timeout: Duration::from_secs(10) }
+    }
 }
 
 /// The stable shard of an outbox key: FNV-1a over the bytes, modulo [`OUTBOX_SHARDS`].
@@ -252,7 +244,12 @@ impl EventStore {
     /// (call it inside a Tokio runtime); they stop when the last clone is dropped.
     pub fn new(pool: Pool, options: Options) -> Self {
         let committer = options.group_commit.map(|settings| {
-            group_commit::Committer::start(pool.clone(), options.notify_channel.clone(), settings)
+            group_commit::Committer::start(
+                pool.clone(),
+                options.notify_channel.clone(),
+                settings,
+                options.append_timeout,
+            )
         });
         Self { pool, options, committer }
     }
@@ -323,24 +320,31 @@ impl EventStore {
     /// transaction. Fails with [`Error::Conflict`] when the stream is no longer at
     /// `expected_version`, and with [`Error::DuplicateIdempotencyKey`] when a live
     /// record has the same key; nothing is written then.
+    ///
+    /// Appending again the very same events (same event ids) after a failure whose
+    /// outcome was unknown ([`Error::OutcomeUnknown`], or any transient error) is safe:
+    /// when the first try committed, the store recognises its own rows and answers
+    /// `Ok` instead of a conflict.
     #[tracing::instrument(skip_all, fields(stream_id = %append.stream_id, expected = append.expected_version))]
     pub async fn append(&self, append: Append<'_>) -> Result<()> {
         check_versions(&append)?;
+        let owned = transaction::OwnedAppend::from(&append);
         match &self.committer {
-            Some(committer) => {
-                committer
-                    .append(group_commit::OwnedAppend {
-                        stream_id: append.stream_id,
-                        expected_version: append.expected_version,
-                        events: append.events.to_vec(),
-                        outbox: append.outbox.to_vec(),
-                        snapshot: append.snapshot.cloned(),
-                        idempotency: append.idempotency.cloned(),
-                    })
-                    .await
+            Some(committer) => committer.append(owned).await,
+            None => {
+                let timeout = self.options.append_timeout;
+                let deadline = tokio::time::Instant::now() + timeout;
+                let channel = self.options.notify_channel.as_deref();
+                let mut outcomes = commit::commit(&self.pool, channel, &[&owned], deadline, timeout).await;
+                outcomes.pop().unwrap_or(Err(Error::ShutDown))
             }
-            None => append_one(&self.pool, self.options.notify_channel.as_deref(), &append).await,
         }
+    }
+
+    /// Appends waiting in the group-commit queue (always 0 without group commit): a
+    /// measure of load, also exported as the gauge `eventstore_group_commit_queued`.
+    pub fn queued_appends(&self) -> usize {
+        self.committer.as_ref().map_or(0, group_commit::Committer::queued)
     }
 
     /// The live answer recorded under `key`, if any.
@@ -382,53 +386,6 @@ impl EventStore {
     }
 }
 
-/// One append in its own transaction.
-pub(crate) async fn append_one(pool: &Pool, notify_channel: Option<&str>, append: &Append<'_>) -> Result<()> {
-    check_versions(append)?;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let insert_events = tx.prepare_cached(include_str!("sql/insert_event.sql")).await?;
-    let versions: Vec<i64> = append.events.iter().map(|e| to_i64(e.version)).collect();
-    let ids: Vec<Uuid> = append.events.iter().map(|e| e.event_id).collect();
-    let types: Vec<&str> = append.events.iter().map(|e| e.event_type.as_str()).collect();
-    let payloads: Vec<&[u8]> = append.events.iter().map(|e| e.payload.as_slice()).collect();
-    tx.execute(&insert_events, &[&append.stream_id, &versions, &ids, &types, &payloads])
-        .await
-        .map_err(|e| classify(e, append))?;
-
-    if !append.outbox.is_empty() {
-        let insert_outbox = tx.prepare_cached(include_str!("sql/insert_outbox.sql")).await?;
-        let shards: Vec<i32> = append.outbox.iter().map(|m| outbox_shard(&m.key)).collect();
-        let topics: Vec<&str> = append.outbox.iter().map(|m| m.topic.as_str()).collect();
-        let keys: Vec<&[u8]> = append.outbox.iter().map(|m| m.key.as_slice()).collect();
-        let values: Vec<&[u8]> = append.outbox.iter().map(|m| m.payload.as_slice()).collect();
-        let headers: Vec<serde_json::Value> =
-            append.outbox.iter().map(|m| serde_json::json!(m.headers)).collect();
-        tx.execute(&insert_outbox, &[&shards, &topics, &keys, &values, &headers]).await?;
-    }
-    if let Some(snapshot) = append.snapshot {
-        let upsert = tx.prepare_cached(include_str!("sql/upsert_snapshot.sql")).await?;
-        tx.execute(&upsert, &[&append.stream_id, &to_i64(snapshot.version), &snapshot.state]).await?;
-    }
-    if let Some(record) = append.idempotency {
-        let insert = tx.prepare_cached(include_str!("sql/insert_idempotency.sql")).await?;
-        let status = i32::from(record.status);
-        let ttl = record.ttl.as_secs_f64();
-        let inserted = tx
-            .execute(&insert, &[&record.key, &record.request_hash, &status, &record.response, &ttl])
-            .await
-            .map_err(|e| classify(e, append))?;
-        if inserted == 0 {
-            return Err(Error::DuplicateIdempotencyKey(record.key.clone()));
-        }
-    }
-    if let Some(channel) = notify_channel {
-        tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-    }
-    tx.commit().await.map_err(|e| classify(e, append))?;
-    Ok(())
-}
-
 fn check_versions(append: &Append<'_>) -> Result<()> {
     if append.events.is_empty() {
         return Err(Error::InvalidAppend("no events".into()));
@@ -443,23 +400,6 @@ fn check_versions(append: &Append<'_>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Turns unique violations into the typed errors they mean.
-fn classify(error: tokio_postgres::Error, append: &Append<'_>) -> Error {
-    let Some(db) = error.as_db_error() else { return error.into() };
-    if db.code() != &SqlState::UNIQUE_VIOLATION {
-        return error.into();
-    }
-    match db.constraint() {
-        Some("events_pkey") => {
-            Error::Conflict { stream_id: append.stream_id, expected: append.expected_version }
-        }
-        Some("idempotency_records_pkey") => {
-            Error::DuplicateIdempotencyKey(append.idempotency.map(|r| r.key.clone()).unwrap_or_default())
-        }
-        _ => error.into(),
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //!   helpers to wait for health, signal it and read its exit status;
 //! - [`proxy::TcpProxy`]: a TCP proxy (Kafka-aware when needed) that a test cuts and
 //!   restores, to take a server down for one client without stopping the shared one;
+//! - [`pg_proxy::PgProxy`]: a PostgreSQL proxy that can lose the answer to a
+//!   `COMMIT` the server carried out, to test writers whose commit outcome is unknown;
 //! - [`sequence::Sequences`]: checks that each key's versions arrive in order, none
 //!   missing, duplicates counted.
 //!
@@ -20,6 +22,7 @@
 //! (default `127.0.0.1:9092`).
 
 pub mod kafka;
+pub mod pg_proxy;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

@@ -5,11 +5,15 @@
 //! rules (`orders_domain`), append the new events with the order's version as the
 //! expected one, together with their outbox rows, a snapshot every N events and the
 //! idempotency record, in one transaction. When another writer appended first, the
-//! command is re-run against the new state a bounded number of times, unless the
-//! caller pinned a version (`If-Match`), in which case it gets a conflict.
+//! command is re-run against the new state a bounded number of times (with a short
+//! jittered pause), unless the caller pinned a version (`If-Match`), in which case it
+//! gets a conflict, or the winner was the same request under the same idempotency
+//! key, whose recorded answer is then the answer ([`CommandError::DuplicateKey`]).
+//! Losing every re-run is [`CommandError::Contention`], a transient outcome.
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use orders_domain::{
     CancelOrder, CreateOrder, Order, OrderError, OrderEvent, OrderId, OrderSnapshot, OrderStatus, PayOrder,
@@ -19,6 +23,21 @@ use orders_events::{EventMetadata, decode_event, encode_event};
 use orders_eventstore::{Append, EventStore, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot};
 use serde::Serialize;
 use uuid::Uuid;
+
+/// How one run of a command on an existing order ended, short of success.
+#[derive(Debug)]
+enum Attempt {
+    /// Another writer appended first: re-run on the new state.
+    LostRace,
+    /// Done: this is the answer.
+    Failed(CommandError),
+}
+
+impl From<CommandError> for Attempt {
+    fn from(error: CommandError) -> Self {
+        Attempt::Failed(error)
+    }
+}
 
 /// A command on an existing order.
 #[derive(Debug, Clone)]
@@ -103,7 +122,8 @@ pub enum CommandError {
         /// The order's version.
         actual: u64,
     },
-    /// Other writers kept winning; the caller may retry.
+    /// Other writers kept winning; nothing was written. A transient outcome: retry
+    /// later (never record it as a refusal).
     #[error("the order kept changing concurrently; retry")]
     Contention,
     /// A concurrent request with the same idempotency key committed first.
@@ -172,7 +192,9 @@ impl Commands {
         self.commit(&order, order_id, &events, ctx, status).await
     }
 
-    /// Runs `intent` against order `order_id`.
+    /// Runs `intent` against order `order_id`. A run that loses its race with another
+    /// writer is re-run on the new state, after a short jittered pause, up to
+    /// [`Settings::max_retries`] times; then it is [`CommandError::Contention`].
     #[tracing::instrument(skip_all, fields(order_id = %order_id, command = intent.name()))]
     pub async fn execute(
         &self,
@@ -181,34 +203,59 @@ impl Commands {
         ctx: &Context,
         status: u16,
     ) -> Result<Accepted, CommandError> {
-        let id = OrderId::from_uuid(order_id);
-        let mut attempt = 0;
-        loop {
-            let order = self.load(order_id).await?;
-            if !order.is_created() {
-                return Err(CommandError::NotFound(order_id));
-            }
-            if let Some(expected) = ctx.expected_version
-                && expected != order.version()
-            {
-                return Err(CommandError::VersionMismatch { expected, actual: order.version() });
-            }
-            let events = intent.run(&order)?;
-            match self.commit(&order, id, &events, ctx, status).await {
-                Err(CommandError::Store(orders_eventstore::Error::Conflict { .. })) => {
-                    if ctx.expected_version.is_some() {
-                        let actual = self.load(order_id).await?.version();
-                        return Err(CommandError::VersionMismatch { expected: order.version(), actual });
-                    }
-                    attempt += 1;
-                    metrics::counter!("command_conflicts_total", "command" => intent.name()).increment(1);
-                    if attempt > self.settings.max_retries {
-                        return Err(CommandError::Contention);
-                    }
-                    tracing::debug!(attempt, "lost a race; re-running the command on the new state");
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(Duration::from_millis(100))
+            .with_max_times(usize::try_from(self.settings.max_retries).unwrap_or(usize::MAX))
+            .with_jitter();
+        let outcome = (|| self.execute_once(order_id, intent, ctx, status))
+            .retry(backoff)
+            .when(|attempt| matches!(attempt, Attempt::LostRace))
+            .notify(|_, pause| {
+                tracing::debug!(retry_in = ?pause, "lost a race; re-running the command on the new state");
+            })
+            .await;
+        match outcome {
+            Ok(accepted) => Ok(accepted),
+            Err(Attempt::LostRace) => Err(CommandError::Contention),
+            Err(Attempt::Failed(error)) => Err(error),
+        }
+    }
+
+    async fn execute_once(
+        &self,
+        order_id: Uuid,
+        intent: &Intent,
+        ctx: &Context,
+        status: u16,
+    ) -> Result<Accepted, Attempt> {
+        let order = self.load(order_id).await?;
+        if !order.is_created() {
+            return Err(CommandError::NotFound(order_id).into());
+        }
+        if let Some(expected) = ctx.expected_version
+            && expected != order.version()
+        {
+            return Err(CommandError::VersionMismatch { expected, actual: order.version() }.into());
+        }
+        let events = intent.run(&order).map_err(CommandError::from)?;
+        match self.commit(&order, OrderId::from_uuid(order_id), &events, ctx, status).await {
+            Err(CommandError::Store(orders_eventstore::Error::Conflict { .. })) => {
+                if ctx.expected_version.is_some() {
+                    let actual = self.load(order_id).await?.version();
+                    return Err(CommandError::VersionMismatch { expected: order.version(), actual }.into());
                 }
-                other => return other,
+                // The writer that won may be this very request's original (same key):
+                // then its recorded answer is the answer, not a re-run on its effect.
+                if let Some(key) = &ctx.idempotency
+                    && self.store.find_idempotency(&key.key).await.map_err(CommandError::from)?.is_some()
+                {
+                    return Err(CommandError::DuplicateKey.into());
+                }
+                metrics::counter!("command_conflicts_total", "command" => intent.name()).increment(1);
+                Err(Attempt::LostRace)
             }
+            other => other.map_err(Attempt::Failed),
         }
     }
 

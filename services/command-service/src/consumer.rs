@@ -8,8 +8,13 @@
 //!   outcome is committed to PostgreSQL (events, or the recorded refusal), so a crash
 //!   in between redelivers it, and the key makes that harmless.
 //! - **Refusals are recorded, not retried.** A command that breaks a rule (cancel a
-//!   shipped order...) or names an unknown order is recorded with its reason and
-//!   skipped. Outages (database down) are retried with backoff, holding the partition.
+//!   shipped order...), names an unknown order or a version it is no longer at, is
+//!   recorded with its reason and skipped.
+//! - **Transient outcomes are retried, never recorded.** Outages (database down), a
+//!   store that is overloaded or whose commit outcome was unknown, and a command that
+//!   lost every race with other writers (`Contention`) are retried with exponential
+//!   backoff and jitter, holding the partition; recording them would make the
+//!   redelivery look like a duplicate and drop a saga step.
 //! - **Poison goes to the dead-letter topic.** A message that does not decode, or whose
 //!   order's history is unusable, is produced to the dead-letter topic with its
 //!   original key and bytes and the reason and origin in headers; the consumer goes on.
@@ -19,6 +24,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
 use orders_events::{CommandMessage, OrderCommand, decode_command};
 use orders_eventstore::IdempotencyRecord;
 use orders_runtime::{CancellationToken, kafka::KafkaArgs};
@@ -31,6 +37,16 @@ use rdkafka::{
 use sha2::{Digest, Sha256};
 
 use crate::app::{CommandError, Commands, Context, IdempotencyKey, Intent};
+
+/// The pause between tries of one message: from 100 ms, doubling, up to 10 s, with
+/// jitter, for as long as it takes (the partition waits; shutdown interrupts it).
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times()
+        .with_jitter()
+}
 
 /// Topics and group of the consumer.
 #[derive(Debug, Clone)]
@@ -120,25 +136,28 @@ impl CommandConsumer {
             Ok(command) => command,
             Err(e) => return self.dead_letter(message, &format!("undecodable command: {e}"), token).await,
         };
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.apply(&command, bytes).await {
-                Ok(handled) => return Some(handled),
-                Err(CommandError::Store(e)) if e.is_transient() => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "database unavailable; retrying the command");
+        // Everything but a poisoned history is retried, holding the partition: an
+        // outage, a lost race (`Contention`), an unknown outcome (the retry settles it
+        // under the command's key) and, logged as errors, unexpected failures.
+        let applied = (|| self.apply(&command, bytes))
+            .retry(backoff())
+            .when(|e| !matches!(e, CommandError::Corrupt { .. }))
+            .notify(|e, pause| match e {
+                CommandError::Contention => {
+                    tracing::info!(error = %e, retry_in = ?pause, "command lost its races; retrying");
                 }
-                Err(e @ CommandError::Corrupt { .. }) => {
-                    return self.dead_letter(message, &e.to_string(), token).await;
+                CommandError::Store(s) if s.is_transient() => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "database unavailable; retrying the command");
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "applying a command failed; retrying");
-                }
-            }
-            tokio::select! {
-                () = token.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+                _ => tracing::error!(error = %e, retry_in = ?pause, "applying a command failed; retrying"),
+            });
+        let outcome = tokio::select! {
+            () = token.cancelled() => return None,
+            outcome = applied => outcome,
+        };
+        match outcome {
+            Ok(handled) => Some(handled),
+            Err(e) => self.dead_letter(message, &e.to_string(), token).await,
         }
     }
 
@@ -167,11 +186,12 @@ impl CommandConsumer {
         match self.commands.execute(order_id, &intent, &ctx, 200).await {
             Ok(_) => Ok(Handled::Applied),
             Err(CommandError::DuplicateKey) => Ok(Handled::Duplicate),
+            // Refusals for good only: a lost race (`Contention`) is transient, retried
+            // by the caller and never recorded, or the redelivery would be dropped.
             Err(
                 e @ (CommandError::Rejected(_)
                 | CommandError::NotFound(_)
-                | CommandError::VersionMismatch { .. }
-                | CommandError::Contention),
+                | CommandError::VersionMismatch { .. }),
             ) => {
                 tracing::warn!(%order_id, command = intent.name(), reason = %e, "command refused; recorded and skipped");
                 let record = IdempotencyRecord {
@@ -182,9 +202,9 @@ impl CommandConsumer {
                     ttl: self.commands.idempotency_ttl(),
                 };
                 match store.record_answer(&record).await {
-                    Ok(()) | Err(orders_eventstore::Error::DuplicateIdempotencyKey(_)) => {
-                        Ok(Handled::Refused)
-                    }
+                    Ok(()) => Ok(Handled::Refused),
+                    // Another delivery of the command recorded its outcome first.
+                    Err(orders_eventstore::Error::DuplicateIdempotencyKey(_)) => Ok(Handled::Duplicate),
                     Err(e) => Err(e.into()),
                 }
             }
@@ -207,8 +227,7 @@ impl CommandConsumer {
         );
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
-        let mut delay = Duration::from_millis(100);
-        loop {
+        let send = || async {
             let headers = OwnedHeaders::new()
                 .insert(Header { key: "dlq.reason", value: Some(reason) })
                 .insert(Header { key: "dlq.origin.topic", value: Some(message.topic()) })
@@ -220,15 +239,14 @@ impl CommandConsumer {
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
-            match self.producer.send(record, Duration::from_secs(10)).await {
-                Ok(_) => return Some(Handled::DeadLettered),
-                Err((e, _)) => tracing::warn!(error = %e, "producing a dead letter failed; retrying"),
-            }
-            tokio::select! {
-                () = token.cancelled() => return None,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
+            self.producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)
+        };
+        let sent = send.retry(backoff()).notify(|e, pause| {
+            tracing::warn!(error = %e, retry_in = ?pause, "producing a dead letter failed; retrying");
+        });
+        tokio::select! {
+            () = token.cancelled() => None,
+            _ = sent => Some(Handled::DeadLettered),
         }
     }
 }

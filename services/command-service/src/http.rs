@@ -10,6 +10,15 @@
 //! events' Kafka records), `X-Correlation-Id` (a UUID shared by everything the request
 //! causes; one is made when absent). Errors are `application/problem+json`
 //! ([`crate::problem`]).
+//!
+//! Retry-later answers are `503` with `Retry-After`: the database is down, the store
+//! is overloaded or could not learn the outcome of a commit in time, or the order kept
+//! changing and the command lost every re-run (`/problems/contention`). None of them
+//! is recorded under the idempotency key, so a retry with the key runs again, or
+//! replays the first answer if that one committed after all. A refusal for good (a
+//! rule, an unknown order, bad input) is recorded and replayed. Before answering any
+//! error, the key is read again: a request that raced its own original replays the
+//! original's answer instead of refusing a command that took effect.
 
 use std::future::Future;
 
@@ -183,26 +192,42 @@ where
             }
         }
         Err(error) => {
+            let Some(key) = key else { return Err(error.into()) };
+            // A request with the same key may have committed while this one ran (its
+            // original, racing it): that recorded answer is the answer.
+            if let Some(stored) = store.find_idempotency(&key.key).await.map_err(CommandError::from)? {
+                return replay(stored, &key);
+            }
             let error = ApiError::from(error);
-            // A refusal for good is part of the answer to replay; an outage is not.
-            if let Some(key) = key
-                && matches!(
-                    error,
-                    ApiError::RuleBroken { .. } | ApiError::NotFound(_) | ApiError::InvalidInput { .. }
-                )
-            {
-                let record = orders_eventstore::IdempotencyRecord {
-                    key: key.key,
-                    request_hash: key.request_hash,
-                    status: actix_web::ResponseError::status_code(&error).as_u16(),
-                    response: error.body(),
-                    ttl: state.commands.idempotency_ttl(),
-                };
-                if let Err(e) = store.record_answer(&record).await {
+            // A refusal for good is part of the answer to replay; an outage or a lost
+            // race (503) is not.
+            if !matches!(
+                error,
+                ApiError::RuleBroken { .. } | ApiError::NotFound(_) | ApiError::InvalidInput { .. }
+            ) {
+                return Err(error);
+            }
+            let record = orders_eventstore::IdempotencyRecord {
+                key: key.key.clone(),
+                request_hash: key.request_hash.clone(),
+                status: actix_web::ResponseError::status_code(&error).as_u16(),
+                response: error.body(),
+                ttl: state.commands.idempotency_ttl(),
+            };
+            match store.record_answer(&record).await {
+                Ok(()) => Err(error),
+                // Another request with this key recorded its answer first: replay it.
+                Err(orders_eventstore::Error::DuplicateIdempotencyKey(_)) => {
+                    match store.find_idempotency(&key.key).await.map_err(CommandError::from)? {
+                        Some(stored) => replay(stored, &key),
+                        None => Err(error),
+                    }
+                }
+                Err(e) => {
                     tracing::warn!(error = %e, "could not record the refusal under its idempotency key");
+                    Err(error)
                 }
             }
-            Err(error)
         }
     }
 }

@@ -30,6 +30,7 @@ use std::{
 
 use actix_web::web;
 use anyhow::Context as _;
+use backon::{ExponentialBuilder, Retryable};
 use clap::{Parser, Subcommand};
 use orders_eventstore::{EventStore, GroupCommit, Options};
 use orders_runtime::{
@@ -86,6 +87,16 @@ pub struct Config {
     /// Most commands committed in one shared transaction.
     #[arg(long, env = "GROUP_COMMIT_MAX_BATCH", default_value_t = 64)]
     pub group_commit_max_batch: usize,
+
+    /// Most commands waiting for a group-commit transaction; one more is answered 503
+    /// at once (load shedding) instead of waiting in an ever longer line.
+    #[arg(long, env = "GROUP_COMMIT_MAX_QUEUED", default_value_t = 1024)]
+    pub group_commit_max_queued: usize,
+
+    /// The most one command's write may take (queueing, connecting and committing);
+    /// past it the command is answered 503 with `Retry-After`.
+    #[arg(long, env = "APPEND_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub append_timeout: Duration,
 
     /// Write a snapshot of an order every this many events (0: never).
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 20)]
@@ -150,8 +161,12 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     let group_commit = (config.group_commit_workers > 0).then_some(GroupCommit {
         committers: config.group_commit_workers,
         max_batch: config.group_commit_max_batch,
+        max_queued: config.group_commit_max_queued,
     });
-    let store = EventStore::new(pool.clone(), Options { notify_channel, group_commit });
+    let store = EventStore::new(
+        pool.clone(),
+        Options { notify_channel, group_commit, append_timeout: config.append_timeout },
+    );
 
     if matches!(config.command, Some(Command::Migrate)) {
         store.migrate().await.context("applying migrations")?;
@@ -202,20 +217,21 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
 /// Applies migrations in the background, retrying while the database is down.
 fn spawn_migrations(store: EventStore, migrated: Arc<AtomicBool>, token: CancellationToken) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match store.migrate().await {
-                Ok(()) => {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times()
+            .with_jitter();
+        let migrate = (|| store.migrate()).retry(backoff).notify(|e, pause| {
+            tracing::warn!(error = %e, retry_in = ?pause, "migrations failed; retrying");
+        });
+        tokio::select! {
+            () = token.cancelled() => {}
+            applied = migrate => {
+                if applied.is_ok() {
                     migrated.store(true, Ordering::Release);
-                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "migrations failed; retrying"),
             }
-            tokio::select! {
-                () = token.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     });
 }

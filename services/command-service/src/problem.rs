@@ -48,9 +48,13 @@ pub enum ApiError {
         /// The field at fault, if one is.
         field: Option<String>,
     },
-    /// The order is not at the version the client pinned, or kept changing.
+    /// The order is not at the version the client pinned.
     #[error("{0}")]
     Conflict(String),
+    /// The order kept changing concurrently: every re-run lost its race. Nothing was
+    /// written; retry later (503 with `Retry-After`), this is not a refusal.
+    #[error("{0}")]
+    Busy(String),
     /// The idempotency key was used with another request.
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
@@ -60,8 +64,9 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
-    /// The database cannot be reached; retry later.
-    #[error("the service cannot reach its database; retry later")]
+    /// The database cannot be reached, or the store is overloaded or shutting down,
+    /// or the outcome of the write could not be learned; retry later.
+    #[error("the service cannot complete the command now; retry later")]
     Unavailable,
     /// A bug or corruption; logged where it happened.
     #[error("internal error")]
@@ -77,6 +82,7 @@ impl ApiError {
             ApiError::NotFound(_) => ("not-found", "No such order"),
             ApiError::RuleBroken { .. } => ("rule-broken", "The order's rules refuse this command"),
             ApiError::Conflict(_) => ("concurrency-conflict", "The order changed concurrently"),
+            ApiError::Busy(_) => ("contention", "The order is busy"),
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "The request body is too large"),
             ApiError::Unavailable => ("unavailable", "Temporarily unavailable"),
@@ -116,7 +122,7 @@ impl ResponseError for ApiError {
             ApiError::RuleBroken { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -143,12 +149,11 @@ impl From<CommandError> for ApiError {
         match error {
             CommandError::Rejected(e) => e.into(),
             CommandError::NotFound(id) => ApiError::NotFound(format!("order {id} does not exist")),
-            e @ (CommandError::VersionMismatch { .. } | CommandError::Contention) => {
-                ApiError::Conflict(e.to_string())
-            }
+            e @ CommandError::VersionMismatch { .. } => ApiError::Conflict(e.to_string()),
+            e @ CommandError::Contention => ApiError::Busy(e.to_string()),
             CommandError::DuplicateKey => ApiError::Conflict(error.to_string()),
             CommandError::Store(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database unavailable");
+                tracing::warn!(error = %e, "command not completed; answered retry-later");
                 ApiError::Unavailable
             }
             e => {
@@ -156,5 +161,37 @@ impl From<CommandError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_and_retry_after(error: CommandError) -> (u16, Option<String>) {
+        let response = ApiError::from(error).error_response();
+        let retry_after =
+            response.headers().get("Retry-After").and_then(|v| v.to_str().ok()).map(str::to_string);
+        (response.status().as_u16(), retry_after)
+    }
+
+    #[test]
+    fn contention_is_retry_later_not_a_conflict() {
+        assert_eq!(status_and_retry_after(CommandError::Contention), (503, Some("1".into())));
+    }
+
+    #[test]
+    fn an_unknown_outcome_or_an_overload_is_retry_later() {
+        use orders_eventstore::Error;
+        let unknown = Error::OutcomeUnknown(Box::new(Error::ShutDown));
+        assert_eq!(status_and_retry_after(CommandError::Store(unknown)), (503, Some("1".into())));
+        let overloaded = Error::Overloaded { queued: 3 };
+        assert_eq!(status_and_retry_after(CommandError::Store(overloaded)), (503, Some("1".into())));
+    }
+
+    #[test]
+    fn a_pinned_version_that_moved_is_still_a_conflict() {
+        let mismatch = CommandError::VersionMismatch { expected: 1, actual: 2 };
+        assert_eq!(status_and_retry_after(mismatch), (409, None));
     }
 }

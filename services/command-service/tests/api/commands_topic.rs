@@ -13,7 +13,7 @@ use rdkafka::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, event_types, spawn_app};
+use crate::helpers::{TestApp, event_types, spawn_app, spawn_app_with, wait_until};
 
 async fn produce(app: &TestApp, key: &str, payload: &[u8]) {
     let producer: FutureProducer = app.kafka.client_config().create().unwrap();
@@ -120,4 +120,36 @@ async fn an_undecodable_command_goes_to_the_dead_letter_topic_with_its_reason() 
     let id = app.create_order().await;
     produce(&app, &id, &cancel(&id, Uuid::now_v7())).await;
     wait_for_events(&app, &id, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_loses_its_races_is_retried_not_recorded_as_refused() {
+    // No re-run after a lost race: one lost race is `Contention`, a transient outcome.
+    let app = spawn_app_with(&["--snapshot-every", "2", "--max-retries", "0"]).await;
+    let id = app.create_order().await;
+    // A pay over HTTP takes version 2 and waits, uncommitted, on the test's snapshot row.
+    let blocker = app.hold_snapshot_of(&id).await;
+    let pay = tokio::spawn(
+        app.http
+            .post(app.url(&format!("/commands/orders/{id}/pay")))
+            .json(&serde_json::json!({"payment_id": "p-1", "amount_minor": 1000}))
+            .send(),
+    );
+    wait_until("the pay waits in its transaction", || async { app.lock_waiters().await >= 1 }).await;
+    // The cancel from Kafka runs on version 1 and waits on the pay's version 2.
+    let command_id = Uuid::now_v7();
+    produce(&app, &id, &cancel(&id, command_id)).await;
+    wait_until("the cancel waits on the pay", || async { app.lock_waiters().await >= 2 }).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(pay.await.unwrap().unwrap().status(), 200);
+
+    // The cancel lost its race; retried on the new state, it applies (a paid order
+    // can be cancelled), instead of being recorded as refused and dropped.
+    let events = wait_for_events(&app, &id, 3).await;
+    assert_eq!(event_types(&events), ["OrderCreated", "OrderPaid", "OrderCancelled"]);
+    let key = format!("command:{command_id}");
+    let refused = app
+        .count(&format!("SELECT count(*) FROM idempotency_records WHERE key = '{key}' AND status = 409"))
+        .await;
+    assert_eq!(refused, 0, "a lost race is not a refusal");
 }

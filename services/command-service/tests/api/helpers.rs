@@ -5,10 +5,12 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use command_service::{Config, SERVICE, build};
 use orders_runtime::{CancellationToken, Runtime};
-use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use orders_testkit::{kafka::TestKafka, pg_proxy::PgProxy, postgres::TestDatabase};
 use serde_json::{Value, json};
 
 pub struct TestApp {
+    /// Between the app and its database, when it was started with one.
+    pub proxy: Option<PgProxy>,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub db: TestDatabase,
@@ -29,7 +31,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn_app_on(TestDatabase::create().await, None, extra).await
+}
+
+/// The app with a [`PgProxy`] between it and its database.
+pub async fn spawn_app_behind_proxy(extra: &[&str]) -> TestApp {
     let db = TestDatabase::create().await;
+    let proxy = PgProxy::start(db.url()).await;
+    spawn_app_on(db, Some(proxy), extra).await
+}
+
+async fn spawn_app_on(db: TestDatabase, proxy: Option<PgProxy>, extra: &[&str]) -> TestApp {
+    let database_url = proxy.as_ref().map_or(db.url(), PgProxy::url).to_string();
     let mut kafka = TestKafka::new().await;
     let orders_topic = kafka.topic("orders", 3).await;
     let commands_topic = kafka.topic("order-commands", 3).await;
@@ -41,7 +54,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
         "--http-addr",
         "127.0.0.1:0",
         "--database-url",
-        db.url(),
+        &database_url,
         "--orders-topic",
         &orders_topic,
         "--commands-topic",
@@ -62,6 +75,7 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     let shutdown = runtime.shutdown_token();
     tokio::spawn(runtime.run_until(std::future::pending()));
     let app = TestApp {
+        proxy,
         addr,
         http: reqwest::Client::new(),
         db,
@@ -135,4 +149,46 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["status"], status);
     assert!(body["type"].as_str().unwrap().starts_with("/problems/"), "{body}");
     body
+}
+
+/// Waits until `condition` holds, or fails the test after 60 s.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl TestApp {
+    /// Sessions of the app's database waiting on a lock.
+    pub async fn lock_waiters(&self) -> i64 {
+        let client = self.db.pool().get().await.unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                &[&self.db.name()],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// An uncommitted snapshot row of `order_id`, held by a connection of the test's
+    /// own: a command whose transaction writes a snapshot of that order waits on it,
+    /// after its other rows, until the returned connection commits or rolls back.
+    pub async fn hold_snapshot_of(&self, order_id: &str) -> tokio_postgres::Client {
+        let blocker = orders_testkit::postgres::connect(self.db.url()).await;
+        blocker
+            .batch_execute(&format!(
+                "BEGIN; INSERT INTO snapshots (stream_id, version, state) VALUES ('{order_id}', 1, '\\x00')"
+            ))
+            .await
+            .unwrap();
+        blocker
+    }
 }

@@ -1,5 +1,7 @@
 //! The event store against a real PostgreSQL (`make up`), one fresh database per test.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod failures;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -17,14 +19,18 @@ async fn store(db: &TestDatabase) -> EventStore {
 /// Group commit on or off: the guarantees must be the same.
 async fn store_with(db: &TestDatabase, group_commit: Option<GroupCommit>) -> EventStore {
     let pool = orders_testkit::postgres::pool(db.url(), 32);
-    let store = EventStore::new(pool, Options { notify_channel: Some("outbox".into()), group_commit });
+    let store = EventStore::new(
+        pool,
+        Options { notify_channel: Some("outbox".into()), group_commit, ..Options::default() },
+    );
     store.migrate().await.unwrap();
     store
 }
 
-const MODES: [Option<GroupCommit>; 2] = [None, Some(GroupCommit { committers: 2, max_batch: 8 })];
+const MODES: [Option<GroupCommit>; 2] =
+    [None, Some(GroupCommit { committers: 2, max_batch: 8, max_queued: 1024 })];
 
-fn event(version: u64) -> NewEvent {
+pub fn event(version: u64) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         version,
@@ -33,7 +39,7 @@ fn event(version: u64) -> NewEvent {
     }
 }
 
-fn outbox_for(stream: Uuid, events: &[NewEvent]) -> Vec<OutboxMessage> {
+pub fn outbox_for(stream: Uuid, events: &[NewEvent]) -> Vec<OutboxMessage> {
     events
         .iter()
         .map(|e| OutboxMessage {
@@ -45,7 +51,7 @@ fn outbox_for(stream: Uuid, events: &[NewEvent]) -> Vec<OutboxMessage> {
         .collect()
 }
 
-fn append<'a>(
+pub fn append<'a>(
     stream: Uuid,
     expected: u64,
     events: &'a [NewEvent],
@@ -61,7 +67,7 @@ fn append<'a>(
     }
 }
 
-async fn count(store: &EventStore, sql: &str, stream: Uuid) -> i64 {
+pub async fn count(store: &EventStore, sql: &str, stream: Uuid) -> i64 {
     let client = store.pool().get().await.unwrap();
     client.query_one(sql, &[&stream]).await.unwrap().get(0)
 }
@@ -270,7 +276,8 @@ async fn expired_idempotency_records_are_forgotten_and_purged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_commit_writes_many_streams_in_shared_transactions_without_losing_any() {
     let db = TestDatabase::create().await;
-    let store = Arc::new(store_with(&db, Some(GroupCommit { committers: 2, max_batch: 16 })).await);
+    let store =
+        Arc::new(store_with(&db, Some(GroupCommit { committers: 2, max_batch: 16, max_queued: 1024 })).await);
     let streams: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
     let tasks: Vec<_> = streams
         .iter()

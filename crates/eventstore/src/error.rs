@@ -1,0 +1,149 @@
+//! The crate's one error type, and the classification of PostgreSQL failures that
+//! decides what to do next: report a lost race, retry later, or stop.
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+use crate::describe;
+
+/// What can go wrong; see [`Error::is_transient`] for what to retry.
+///
+/// Cheap to clone (the underlying driver errors are shared), so that the failure of
+/// one shared transaction can be given to each append it carried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Another writer appended to the stream since it was read at `expected`.
+    /// Reload and re-check the rules, or report the conflict.
+    #[error("stream {stream_id} is no longer at version {expected}")]
+    Conflict {
+        /// The stream.
+        stream_id: Uuid,
+        /// The version the append expected.
+        expected: u64,
+    },
+    /// A live idempotency record with this key exists (a concurrent request with the
+    /// same key committed first). Look it up and replay its answer.
+    #[error("idempotency key `{0}` is already recorded")]
+    DuplicateIdempotencyKey(String),
+    /// The append is malformed (no events, or versions not contiguous after the
+    /// expected one): a bug in the caller. Nothing was written.
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    /// The store is shutting down (its committer tasks have stopped); nothing was
+    /// written. Another replica may take the request.
+    #[error("the event store is shut down")]
+    ShutDown,
+    /// Too many appends are already waiting for a committer; nothing was written.
+    /// Shed load: retry later.
+    #[error("the event store is overloaded: {queued} appends are already waiting")]
+    Overloaded {
+        /// How many appends were waiting.
+        queued: usize,
+    },
+    /// The append could not be written within its deadline ([`Options::append_timeout`](crate::Options::append_timeout))
+    /// and was abandoned before its commit was sent: nothing was written. Retry later.
+    #[error("the append was not written within {0:?}; nothing was written")]
+    Timeout(Duration),
+    /// The commit was sent but its answer was lost (the connection broke, or the
+    /// deadline passed while waiting for it), and the store could not learn in time
+    /// whether it took effect. Retry the same append, with the same event ids: the
+    /// store recognises its own rows and answers `Ok` when the first try committed.
+    #[error("the outcome of the commit is unknown: {0}")]
+    OutcomeUnknown(#[source] Box<Error>),
+    /// No connection could be had: the database is down or overloaded. Retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Arc<PoolError>),
+    /// A statement failed.
+    #[error("database error: {}", describe(.0))]
+    Database(#[source] Arc<tokio_postgres::Error>),
+    /// Applying the schema migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[source] Arc<refinery::Error>),
+}
+
+impl From<PoolError> for Error {
+    fn from(error: PoolError) -> Self {
+        Error::Unavailable(Arc::new(error))
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Error::Database(Arc::new(error))
+    }
+}
+
+impl From<refinery::Error> for Error {
+    fn from(error: refinery::Error) -> Self {
+        Error::Migration(Arc::new(error))
+    }
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed (the database was
+    /// unreachable or busy, the connection broke, the store was overloaded or is
+    /// shutting down), as opposed to a conflict, a refusal or a bug.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable(_)
+            | Error::ShutDown
+            | Error::Overloaded { .. }
+            | Error::Timeout(_)
+            | Error::OutcomeUnknown(_) => true,
+            Error::Database(e) => classify(e) == Failure::Transient,
+            Error::Conflict { .. }
+            | Error::DuplicateIdempotencyKey(_)
+            | Error::InvalidAppend(_)
+            | Error::Migration(_) => false,
+        }
+    }
+}
+
+/// What a failed PostgreSQL statement means for the caller; see [`classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A unique constraint refused a row: another writer got there first. Find out
+    /// who lost, and report it; retrying the same statement cannot succeed.
+    UniqueViolation,
+    /// The connection broke, or the server is unreachable, starting, shutting down,
+    /// out of connections, or cancelled the statement, or the transaction lost a
+    /// serialization race or a deadlock: retry later, with backoff.
+    Transient,
+    /// Anything else (bad data, a bug, a schema mismatch): retrying will not help.
+    Permanent,
+}
+
+/// Classifies a PostgreSQL error: a unique violation (a lost race), a transient
+/// failure (retry with backoff) or a permanent one.
+pub fn classify(error: &tokio_postgres::Error) -> Failure {
+    if error.is_closed() {
+        return Failure::Transient;
+    }
+    let Some(db) = error.as_db_error() else {
+        // No server answer at all: an I/O error, a timeout, a broken connection.
+        return Failure::Transient;
+    };
+    let code = db.code();
+    if code == &SqlState::UNIQUE_VIOLATION {
+        return Failure::UniqueViolation;
+    }
+    let transient = [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::QUERY_CANCELED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::IDLE_SESSION_TIMEOUT,
+    ];
+    // Class 08: connection exceptions.
+    if transient.contains(code) || code.code().starts_with("08") {
+        Failure::Transient
+    } else {
+        Failure::Permanent
+    }
+}
