@@ -4,10 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::PoolError;
-use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use crate::describe;
+use orders_postgres::{Failure, classify, describe};
 
 /// What can go wrong; see [`Error::is_transient`] for what to retry.
 ///
@@ -99,51 +98,5 @@ impl Error {
             | Error::InvalidAppend(_)
             | Error::Migration(_) => false,
         }
-    }
-}
-
-/// What a failed PostgreSQL statement means for the caller; see [`classify`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// A unique constraint refused a row: another writer got there first. Find out
-    /// who lost, and report it; retrying the same statement cannot succeed.
-    UniqueViolation,
-    /// The connection broke, or the server is unreachable, starting, shutting down,
-    /// out of connections, or cancelled the statement, or the transaction lost a
-    /// serialization race or a deadlock: retry later, with backoff.
-    Transient,
-    /// Anything else (bad data, a bug, a schema mismatch): retrying will not help.
-    Permanent,
-}
-
-/// Classifies a PostgreSQL error: a unique violation (a lost race), a transient
-/// failure (retry with backoff) or a permanent one.
-pub fn classify(error: &tokio_postgres::Error) -> Failure {
-    if error.is_closed() {
-        return Failure::Transient;
-    }
-    let Some(db) = error.as_db_error() else {
-        // No server answer at all: an I/O error, a timeout, a broken connection.
-        return Failure::Transient;
-    };
-    let code = db.code();
-    if code == &SqlState::UNIQUE_VIOLATION {
-        return Failure::UniqueViolation;
-    }
-    let transient = [
-        SqlState::T_R_SERIALIZATION_FAILURE,
-        SqlState::T_R_DEADLOCK_DETECTED,
-        SqlState::QUERY_CANCELED,
-        SqlState::ADMIN_SHUTDOWN,
-        SqlState::CRASH_SHUTDOWN,
-        SqlState::CANNOT_CONNECT_NOW,
-        SqlState::TOO_MANY_CONNECTIONS,
-        SqlState::IDLE_SESSION_TIMEOUT,
-    ];
-    // Class 08: connection exceptions.
-    if transient.contains(code) || code.code().starts_with("08") {
-        Failure::Transient
-    } else {
-        Failure::Permanent
     }
 }

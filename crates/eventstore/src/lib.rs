@@ -63,8 +63,9 @@ mod error;
 mod group_commit;
 mod transaction;
 
-pub use error::{Error, Failure, classify};
+pub use error::Error;
 pub use group_commit::GroupCommit;
+pub use orders_postgres::{Failure, classify};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -72,18 +73,6 @@ mod embedded {
 
 /// Number of outbox shards; part of the schema's contract with relays.
 pub const OUTBOX_SHARDS: i32 = 64;
-
-/// The server's message and SQLSTATE when there is one (tokio-postgres' own
-/// `Display` says only "db error").
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => match std::error::Error::source(error) {
-            Some(source) => format!("{error}: {source}"),
-            None => error.to_string(),
-        },
-    }
-}
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

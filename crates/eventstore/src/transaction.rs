@@ -14,9 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
 use crate::{
-    Error, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot,
-    error::{Failure, classify},
-    outbox_shard, to_i64,
+    Error, Failure, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot, classify, outbox_shard, to_i64,
 };
 
 /// An append that owns its data, to cross into a committer task.

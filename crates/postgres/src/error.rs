@@ -32,8 +32,8 @@ pub enum Failure {
 /// connection, timeout), a connection exception (SQLSTATE class 08), a serialization
 /// failure or deadlock (40001, 40P01), the server shutting down or not yet accepting
 /// connections (57P01-57P03), too many connections (53300), a statement or lock wait
-/// ended by [`Session`](crate::Session)'s limits (57014, 55P03) or a transaction ended
-/// for idling (25P03).
+/// ended by [`Session`](crate::Session)'s limits (57014, 55P03) or a session ended
+/// for idling (25P03, 57P05).
 pub fn classify(error: &tokio_postgres::Error) -> Failure {
     let Some(db) = error.as_db_error() else {
         return Failure::Transient;
@@ -52,6 +52,7 @@ pub fn classify(error: &tokio_postgres::Error) -> Failure {
         SqlState::QUERY_CANCELED,
         SqlState::LOCK_NOT_AVAILABLE,
         SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+        SqlState::IDLE_SESSION_TIMEOUT,
     ];
     if code.code().starts_with("08") || transient.contains(code) {
         Failure::Transient

@@ -123,17 +123,7 @@ pub enum Error {
     Usage(&'static str),
 }
 
-/// The server's message and SQLSTATE when there is one (tokio-postgres' own `Display`
-/// says only "db error").
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => match std::error::Error::source(error) {
-            Some(source) => format!("{error}: {source}"),
-            None => error.to_string(),
-        },
-    }
-}
+pub(crate) use orders_postgres::describe;
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -19,18 +19,10 @@ pub mod consumer;
 pub mod http;
 pub mod problem;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use actix_web::web;
 use anyhow::Context as _;
-use backon::{ExponentialBuilder, Retryable};
 use clap::{Parser, Subcommand};
 use orders_eventstore::{EventStore, GroupCommit, Options};
 use orders_runtime::{
@@ -175,13 +167,14 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         return Ok(config.http_addr);
     }
 
-    let migrated = Arc::new(AtomicBool::new(false));
-    spawn_migrations(store.clone(), Arc::clone(&migrated), rt.shutdown_token());
     rt.add_probe(Probe::postgres("postgres", pool));
-    rt.add_probe(Probe::new("schema", move || {
-        let migrated = migrated.load(Ordering::Acquire);
-        async move { if migrated { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
-    }));
+    rt.migrate_in_background("schema", {
+        let store = store.clone();
+        move || {
+            let store = store.clone();
+            async move { store.migrate().await }
+        }
+    });
     rt.add_probe(Probe::kafka(
         "kafka",
         &config.kafka.client_config(),
@@ -212,28 +205,6 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     let state = web::Data::new(http::HttpState { commands, body_limit: config.body_limit });
     let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
     Ok(addr)
-}
-
-/// Applies migrations in the background, retrying while the database is down.
-fn spawn_migrations(store: EventStore, migrated: Arc<AtomicBool>, token: CancellationToken) {
-    tokio::spawn(async move {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .without_max_times()
-            .with_jitter();
-        let migrate = (|| store.migrate()).retry(backoff).notify(|e, pause| {
-            tracing::warn!(error = %e, retry_in = ?pause, "migrations failed; retrying");
-        });
-        tokio::select! {
-            () = token.cancelled() => {}
-            applied = migrate => {
-                if applied.is_ok() {
-                    migrated.store(true, Ordering::Release);
-                }
-            }
-        }
-    });
 }
 
 async fn purge_expired(store: EventStore, token: CancellationToken) -> anyhow::Result<()> {
