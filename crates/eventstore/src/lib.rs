@@ -28,7 +28,11 @@
 //!
 //! Migrations live in `migrations/` (refinery, applied by [`EventStore::migrate`] under
 //! an advisory lock so that replicas starting together do not race). Queries live in
-//! `src/sql/` and run as cached prepared statements.
+//! `src/sql/` and run as cached prepared statements. `V3` adds `outbox_quarantine`,
+//! where a relay sets aside a row it could never publish (see `orders-outbox`).
+//!
+//! With the feature `test-support`, [`test_support`] appends test events the way a
+//! service does, for the tests of the crates reading the outbox.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -38,6 +42,8 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 mod group_commit;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use group_commit::GroupCommit;
 

@@ -1,5 +1,6 @@
 //! The relay's SQL on the pooled connections: read a batch, clear acknowledged rows,
-//! measure the backlog. Statements live in `sql/` and run as cached prepared statements.
+//! quarantine a row, measure the backlog. Statements live in `sql/` and run as cached
+//! prepared statements.
 
 use std::time::SystemTime;
 
@@ -100,6 +101,15 @@ impl Store {
         };
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    /// Moves row `id` to the quarantine with its `attempts` and `reason`; `false` when
+    /// it was no longer in the outbox.
+    pub(crate) async fn quarantine(&self, id: i64, attempts: u32, reason: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(include_str!("sql/quarantine_row.sql")).await?;
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        Ok(!client.query(&stmt, &[&id, &attempts, &reason]).await?.is_empty())
     }
 
     pub(crate) async fn backlog(&self) -> Result<Backlog, StoreError> {
