@@ -28,6 +28,11 @@ pub(crate) struct World {
 
 impl World {
     pub(crate) async fn new() -> Self {
+        Self::with_topic_configs(&[]).await
+    }
+
+    /// A world whose topic has the settings `configs`.
+    pub(crate) async fn with_topic_configs(configs: &[(&str, &str)]) -> Self {
         init_logs();
         let db = TestDatabase::create().await;
         let store = EventStore::new(
@@ -36,7 +41,7 @@ impl World {
         );
         store.migrate().await.expect("migrate");
         let mut kafka = TestKafka::new().await;
-        let topic = kafka.topic("orders", PARTITIONS).await;
+        let topic = kafka.topic_with("orders", PARTITIONS, configs).await;
         Self { db, kafka, topic, store }
     }
 

@@ -191,3 +191,47 @@ async fn a_requeued_row_is_published_before_the_rows_of_its_key_that_waited_and_
     assert!(quarantine.list(10).await.expect("list").is_empty());
     relay.stop(Duration::from_secs(30)).await;
 }
+
+/// The broker refuses a record (larger than its topic's `max.message.bytes`): with the
+/// gapless guarantee the producer stops rather than send the later records of the key
+/// after the gap; the relay renews its producer, retries, and quarantines the row after
+/// its attempts. No later row of its key gets through, the other keys do.
+#[tokio::test]
+async fn a_record_the_broker_refuses_is_quarantined_and_no_later_row_of_its_key_overtakes_it() {
+    let world = World::with_topic_configs(&[("max.message.bytes", "10000")]).await;
+    let (bad, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut payload = b"1".to_vec();
+    payload.resize(20_000, b' ');
+    world.append_event(TestEvent::new(&world.topic, bad, 1).payload(payload)).await;
+    world.append(a, 1).await;
+    world.append(bad, 2).await;
+    world.append(b, 1).await;
+    world.append(a, 2).await;
+    world.append(bad, 3).await;
+    world.append(b, 2).await;
+    let relay = Running::start(world.relay(World::options()));
+    let reader = world.reader();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while world.quarantined().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the refused row is not quarantined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let quarantined = world.quarantined().await;
+    assert_eq!(quarantined.len(), 1, "only the refused row: {quarantined:?}");
+    assert_eq!(quarantined[0].1, bad.to_string());
+    assert!(quarantined[0].3.contains("too large"), "{quarantined:?}");
+    let (seen, messages) = read_until(&reader, 4, Duration::from_secs(60)).await;
+    assert_eq!(versions_of(&messages, a), vec![1, 2], "{seen:?}");
+    assert_eq!(versions_of(&messages, b), vec![1, 2], "{seen:?}");
+    world.append(a, 3).await;
+    let (_, more) = read_until(&reader, 3, Duration::from_secs(60)).await;
+    assert_eq!(versions_of(&more, a), vec![3]);
+    assert!(
+        versions_of(&messages, bad).is_empty() && versions_of(&more, bad).is_empty(),
+        "nothing of the key"
+    );
+    assert_eq!(world.rows_of(bad).await, 2, "the later rows of its key wait");
+    assert!(relay.status.check().is_ok(), "{:?}", relay.status.check());
+    relay.stop(Duration::from_secs(30)).await;
+}
