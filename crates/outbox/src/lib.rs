@@ -145,7 +145,8 @@
 //! its consequences) and retries with backoff; after `quarantine_after` attempts
 //! ([`RelayOptions::quarantine_after`]) it moves the row to `outbox_quarantine` with
 //! the reason and the attempts (one statement), counts it in
-//! [`metric::QUARANTINED`], logs it at ERROR (a person must look), and goes on.
+//! [`metric::QUARANTINED`] (and [`metric::QUARANTINE_ROWS`] shows the quarantine's
+//! size), logs it at ERROR (a person must look), and goes on.
 //! Readiness is not affected by such failures, before or after the quarantine: one bad
 //! record is not a broken relay. Reads leave out every row whose key has a row in the
 //! quarantine (same shard and key), so **later rows of that key wait** in the outbox

@@ -35,8 +35,10 @@ pub struct Relay {
 impl Relay {
     /// A relay reading and clearing rows through `pool`, holding its shard leases on a
     /// session of its own opened with `session` (the same database, a direct
-    /// connection), and producing with `producer` (bootstrap servers and any client
-    /// settings; idempotence, `acks=all` and no delivery timeout are forced).
+    /// connection; the relay sets its TCP keepalives from
+    /// [`RelayOptions::lease_keepalive`]), and producing with `producer` (bootstrap
+    /// servers and any client settings; idempotence, the gapless guarantee, `acks=all`
+    /// and no delivery timeout are forced: see [`producer_config`](crate::producer_config)).
     ///
     /// # Errors
     /// When the options are inconsistent or the producer cannot be created.
@@ -122,6 +124,7 @@ async fn backlog_gauge(store: Store, interval: Duration, token: CancellationToke
             Ok(Ok(backlog)) => {
                 metrics::gauge!(metric::BACKLOG_ROWS).set(backlog.rows as f64);
                 metrics::gauge!(metric::BACKLOG_OLDEST_AGE).set(backlog.oldest_age_seconds);
+                metrics::gauge!(metric::QUARANTINE_ROWS).set(backlog.quarantined as f64);
             }
             Ok(Err(e)) => {
                 metrics::counter!(metric::ERRORS, "stage" => "backlog").increment(1);

@@ -26,11 +26,12 @@ pub(crate) struct OutboxRow {
     pub(crate) created_at: SystemTime,
 }
 
-/// The rows waiting and the age of the oldest, in seconds.
+/// The rows waiting and the age of the oldest, in seconds; the rows quarantined.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Backlog {
     pub(crate) rows: i64,
     pub(crate) oldest_age_seconds: f64,
+    pub(crate) quarantined: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +117,11 @@ impl Store {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(include_str!("sql/backlog.sql")).await?;
         let row = client.query_one(&stmt, &[]).await?;
-        Ok(Backlog { rows: row.get(0), oldest_age_seconds: row.get::<_, Option<f64>>(1).unwrap_or(0.0) })
+        Ok(Backlog {
+            rows: row.get(0),
+            oldest_age_seconds: row.get::<_, Option<f64>>(1).unwrap_or(0.0),
+            quarantined: row.get(2),
+        })
     }
 }
 

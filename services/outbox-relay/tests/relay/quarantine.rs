@@ -29,6 +29,12 @@ async fn a_quarantined_row_is_counted_and_listed_requeued_and_discarded_by_the_s
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     relay.wait_for("/readyz", 200, Duration::from_secs(10)).await;
+    // The gauge of the quarantine, refreshed with the backlog gauges (every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&relay, "outbox_quarantine_rows").await != Some(2.0) {
+        assert!(Instant::now() < deadline, "the quarantine gauge does not show the rows");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let reader = world.reader();
     let mut seen = Sequences::default();
     read_until(&reader, &mut seen, 1, Duration::from_secs(60)).await;
