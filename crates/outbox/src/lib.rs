@@ -88,8 +88,10 @@
 //! There is no cursor. A row leaves the table only by the relay's `DELETE` of ids whose
 //! publication the broker acknowledged, and every read takes the *oldest remaining*
 //! rows of a shard (leaving out only the rows of the batch still in flight, by their
-//! ids, which are not skipped but already handed to the producer). A row that commits after rows with larger ids (two transactions
-//! that took ids 7 and 8 and committed in the order 8, 7) is simply not visible to one
+//! ids, which are not skipped but already handed to the producer, and the rows of keys
+//! with a quarantined row, which wait until it is back or discarded). A row that
+//! commits after rows with larger ids (two transactions that took ids 7 and 8 and
+//! committed in the order 8, 7) is simply not visible to one
 //! read and still there for the next: the read after its commit returns it, because
 //! nothing but an acknowledged publication removes it. A reader that remembered "the
 //! last id seen" would have moved past 7 after publishing 8 and lost it.
@@ -108,7 +110,12 @@
 //! > still in flight: the same producer was handed it before `r2`, same conclusion. Or
 //! > `r1` was gone: it was deleted only after the broker acknowledged a copy of it,
 //! > which therefore sits earlier in the partition log than anything produced
-//! > afterwards. In every case a copy of `r1` precedes the first `r2`.
+//! > afterwards. Or `r1` was in the quarantine: then the read left `r2` out (the
+//! > quarantine and the key's reads exclude each other in one snapshot), so this case
+//! > does not arise; a re-queued `r1` is back with its own id, before `r2`. In every
+//! > case a copy of `r1` precedes the first `r2` (unless `r1` was discarded by hand).
+//! > The producer is handed `r1` and `r2` in that order only if it took `r1`: a batch
+//! > stops at the first row the producer refuses, and is finished before the next read.
 //!
 //! So ownership is not what makes the order right; it makes the work efficient (one
 //! relay per shard, no duplicate publications in normal operation). During a hand-over
