@@ -49,7 +49,11 @@
 //!
 //! Migrations live in `migrations/` (refinery, applied by [`EventStore::migrate`] under
 //! an advisory lock so that replicas starting together do not race). Queries live in
-//! `src/sql/` and run as cached prepared statements.
+//! `src/sql/` and run as cached prepared statements. `V3` adds `outbox_quarantine`,
+//! where a relay sets aside a row it could never publish (see `orders-outbox`).
+//!
+//! With the feature `test-support`, [`test_support`] appends test events the way a
+//! service does, for the tests of the crates reading the outbox.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -61,6 +65,8 @@ use uuid::Uuid;
 mod commit;
 mod error;
 mod group_commit;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 mod transaction;
 
 pub use error::Error;

@@ -1,14 +1,16 @@
 //! Shard ownership through PostgreSQL advisory locks, and the `LISTEN` that wakes the
 //! workers, both on one dedicated session (see the crate docs, "Shards and their
-//! owners").
+//! owners"), whose TCP keepalives are set on both ends so that the server notices a
+//! silent relay within seconds, not hours.
 
 use std::{sync::Arc, time::Duration};
 
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
-use crate::{backoff::Backoff, metric, status::Shared};
+use crate::{metric, options::SessionKeepalive, status::Shared};
 
 /// The second key of the membership lock; shard locks use `0 .. shards`.
 const MEMBER_KEY: i32 = i32::MAX;
@@ -41,7 +43,8 @@ pub(crate) struct LeaseSettings {
     pub(crate) namespace: i32,
     pub(crate) channel: Option<String>,
     pub(crate) interval: Duration,
-    pub(crate) backoff: (Duration, Duration),
+    pub(crate) backoff: ExponentialBuilder,
+    pub(crate) keepalive: SessionKeepalive,
 }
 
 /// Keeps this relay's share of the shards for as long as it runs.
@@ -79,8 +82,7 @@ impl LeaseKeeper {
     /// Runs sessions one after the other until `token` is cancelled; dropping the last
     /// session releases every lock.
     pub(crate) async fn run(self, token: CancellationToken) {
-        let (min, max) = self.settings.backoff;
-        let mut backoff = Backoff::new(min, max);
+        let mut backoff = self.settings.backoff.build();
         while !token.is_cancelled() {
             let result = self.session(&token, &mut backoff).await;
             self.shared.session_lost();
@@ -88,7 +90,7 @@ impl LeaseKeeper {
                 Ok(()) => break,
                 Err(e) => {
                     metrics::counter!(metric::ERRORS, "stage" => "lease").increment(1);
-                    let delay = backoff.next_delay();
+                    let delay = backoff.next().unwrap_or(self.settings.interval);
                     tracing::warn!(error = crate::error_chain(&e), retry_in = ?delay, "outbox lease session lost; shards released");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -100,8 +102,20 @@ impl LeaseKeeper {
         tracing::info!("outbox lease session closed; shards released");
     }
 
-    async fn session(&self, token: &CancellationToken, backoff: &mut Backoff) -> Result<(), LeaseError> {
-        let (client, mut connection) = timed(self.config.connect(NoTls)).await?;
+    async fn session(
+        &self,
+        token: &CancellationToken,
+        backoff: &mut ExponentialBackoff,
+    ) -> Result<(), LeaseError> {
+        let keepalive = self.settings.keepalive;
+        let mut config = self.config.clone();
+        config
+            .keepalives(true)
+            .keepalives_idle(keepalive.idle)
+            .keepalives_interval(keepalive.interval)
+            .keepalives_retries(keepalive.retries)
+            .tcp_user_timeout(keepalive.user_timeout);
+        let (client, mut connection) = timed(config.connect(NoTls)).await?;
         let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
         let shared = Arc::clone(&self.shared);
         let _driver = AbortOnDrop(tokio::spawn(async move {
@@ -124,6 +138,8 @@ impl LeaseKeeper {
             try_lock: timed(client.prepare(include_str!("sql/try_lock_shard.sql"))).await?,
             unlock: timed(client.prepare(include_str!("sql/unlock_shard.sql"))).await?,
         };
+        let in_effect = server_keepalive(&client, keepalive).await?;
+        self.shared.set_lease_keepalive(in_effect);
         let ns = self.settings.namespace;
         timed(client.execute(include_str!("sql/join.sql"), &[&ns, &MEMBER_KEY])).await?;
         if let Some(channel) = &self.settings.channel {
@@ -140,7 +156,7 @@ impl LeaseKeeper {
                 _ = &mut closed => return Err(LeaseError::Closed),
                 _ = tick.tick() => {
                     self.rebalance(&client, &statements).await?;
-                    backoff.reset();
+                    *backoff = self.settings.backoff.build();
                 }
                 () = self.shared.released.notified() => self.release(&client, &statements).await?,
             }
@@ -202,6 +218,41 @@ impl LeaseKeeper {
         }
         Ok(())
     }
+}
+
+/// Sets the server's end of the session's keepalives (see [`SessionKeepalive`]) and
+/// returns what the server reports in effect.
+async fn server_keepalive(
+    client: &Client,
+    keepalive: SessionKeepalive,
+) -> Result<SessionKeepalive, LeaseError> {
+    let values = [
+        keepalive.idle.as_secs().to_string(),
+        keepalive.interval.as_secs().to_string(),
+        keepalive.retries.to_string(),
+        keepalive.user_timeout.as_millis().to_string(),
+    ];
+    let row = timed(client.query_one(
+        include_str!("sql/lease_keepalive.sql"),
+        &[&values[0], &values[1], &values[2], &values[3]],
+    ))
+    .await?;
+    let get = |i: usize| u64::try_from(row.get::<_, i32>(i)).unwrap_or(0);
+    let in_effect = SessionKeepalive {
+        idle: Duration::from_secs(get(0)),
+        interval: Duration::from_secs(get(1)),
+        retries: u32::try_from(get(2)).unwrap_or(0),
+        user_timeout: Duration::from_millis(get(3)),
+    };
+    if in_effect != keepalive {
+        tracing::warn!(
+            wanted = ?keepalive,
+            ?in_effect,
+            "the server does not apply the lease session's keepalive settings (a Unix-domain socket?); \
+             a silent relay may keep its shards until the server's own TCP settings give up"
+        );
+    }
+    Ok(in_effect)
 }
 
 /// `name` as a quoted SQL identifier.

@@ -19,6 +19,20 @@
 //! CREATE INDEX outbox_shard_id ON outbox (shard, id);
 //! ```
 //!
+//! and, for the rows that can never be published, a quarantine with the same columns
+//! plus why and when (`orders-eventstore` creates it too, migration `V3`):
+//!
+//! ```sql
+//! CREATE TABLE outbox_quarantine (
+//!     id BIGINT PRIMARY KEY, shard INTEGER NOT NULL, topic TEXT NOT NULL,
+//!     key BYTEA NOT NULL, payload BYTEA NOT NULL, headers JSONB NOT NULL,
+//!     created_at TIMESTAMPTZ NOT NULL,
+//!     quarantined_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+//!     attempts INTEGER NOT NULL, reason TEXT NOT NULL
+//! );
+//! CREATE INDEX outbox_quarantine_shard_key ON outbox_quarantine (shard, key);
+//! ```
+//!
 //! and of its writers one promise: **a key's next row is inserted only after its
 //! previous row committed** (an event store gives this for free: appending version
 //! `n + 1` needs the committed version `n` first). So one key's rows have increasing
@@ -39,8 +53,15 @@
 //!   acknowledgement, then delete the acknowledged rows in one statement. When a batch
 //!   is full (a backlog), the next one is read and handed to the producer while the
 //!   previous one waits for its acknowledgements (a pipeline two batches deep; the read
-//!   leaves out the previous batch's ids). They sleep until a notification, the poll
-//!   interval (the fallback for a missed notification) or shutdown.
+//!   leaves out the ids of the previous batch's rows handed to the producer). A batch
+//!   the producer refused a row of is never pipelined: the producer was not handed that
+//!   row nor the rows after it, so the next read must start from them again, after the
+//!   batch is finished (a read past them would publish later rows of their keys first).
+//!   They sleep until a notification, the poll interval (the fallback for a missed
+//!   notification) or shutdown. A worker's run over its shards ends as soon as its
+//!   share of the shards changes (a generation counter per worker, bumped on every
+//!   shard taken, handed back or lost), so that shards taken over from a dead relay are
+//!   read at once, even while the worker's own shards have a backlog.
 //! - **The backlog gauge** counts the rows waiting and the age of the oldest.
 //!
 //! ## Shards and their owners
@@ -55,8 +76,10 @@
 //! hands back shards (between two batches of that shard) while it has more. A dead
 //! relay's shards are free as soon as PostgreSQL sees its session end (at once for a
 //! killed process: the kernel closes its socket; for a silent network partition, after
-//! the server's TCP keepalive settings decide), and a live relay takes them at its next
-//! rebalance. A relay that loses its session forgets all its shards at once and
+//! the session's TCP keepalives or user timeout give up, which the relay sets on the
+//! server's end of its lease session too: [`SessionKeepalive`], about 30 s by default
+//! rather than the two hours of common system defaults), and a live relay takes them
+//! at its next rebalance. A relay that loses its session forgets all its shards at once and
 //! reconnects with backoff. Session advisory locks need a direct connection (or a
 //! session-mode pooler), not a transaction-mode PgBouncer.
 //!
@@ -65,8 +88,10 @@
 //! There is no cursor. A row leaves the table only by the relay's `DELETE` of ids whose
 //! publication the broker acknowledged, and every read takes the *oldest remaining*
 //! rows of a shard (leaving out only the rows of the batch still in flight, by their
-//! ids, which are not skipped but already handed to the producer). A row that commits after rows with larger ids (two transactions
-//! that took ids 7 and 8 and committed in the order 8, 7) is simply not visible to one
+//! ids, which are not skipped but already handed to the producer, and the rows of keys
+//! with a quarantined row, which wait until it is back or discarded). A row that
+//! commits after rows with larger ids (two transactions that took ids 7 and 8 and
+//! committed in the order 8, 7) is simply not visible to one
 //! read and still there for the next: the read after its commit returns it, because
 //! nothing but an acknowledged publication removes it. A reader that remembered "the
 //! last id seen" would have moved past 7 after publishing 8 and lost it.
@@ -85,7 +110,12 @@
 //! > still in flight: the same producer was handed it before `r2`, same conclusion. Or
 //! > `r1` was gone: it was deleted only after the broker acknowledged a copy of it,
 //! > which therefore sits earlier in the partition log than anything produced
-//! > afterwards. In every case a copy of `r1` precedes the first `r2`.
+//! > afterwards. Or `r1` was in the quarantine: then the read left `r2` out (the
+//! > quarantine and the key's reads exclude each other in one snapshot), so this case
+//! > does not arise; a re-queued `r1` is back with its own id, before `r2`. In every
+//! > case a copy of `r1` precedes the first `r2` (unless `r1` was discarded by hand).
+//! > The producer is handed `r1` and `r2` in that order only if it took `r1`: a batch
+//! > stops at the first row the producer refuses, and is finished before the next read.
 //!
 //! So ownership is not what makes the order right; it makes the work efficient (one
 //! relay per shard, no duplicate publications in normal operation). During a hand-over
@@ -94,18 +124,52 @@
 //! never a reordering of first copies. Consumers must tolerate duplicates anyway
 //! (Kafka is at least once); one that keeps the highest version seen per key drops them.
 //!
-//! The producer is forced to `enable.idempotence=true`, `acks=all` and
-//! `message.timeout.ms=0` (no local delivery timeout): with a finite timeout,
-//! librdkafka can fail version 1 at its deadline while version 2, queued a moment later,
-//! still gets through once the broker is back, which would put 2 before 1 on the topic.
-//! With no timeout a message is only failed for good reasons (the topic does not exist,
-//! the record is too large, a fatal producer error); the relay then keeps the row,
-//! counts an error, logs it at ERROR, reports not ready, and retries with backoff. (A
-//! later record of the same key may already have been accepted by then: a record the
-//! broker refuses for good is a configuration error that needs a person, which is why
-//! it is loud.) Keys go to partitions
-//! by librdkafka's partitioner, so all relays must use the same `partitioner` setting
-//! and a topic's partition count must not change while rows are in flight.
+//! The producer is forced to `enable.idempotence=true`, `acks=all`,
+//! `message.timeout.ms=0` (no local delivery timeout) and
+//! `enable.gapless.guarantee=true`. With a finite timeout, librdkafka can fail version
+//! 1 at its deadline while version 2, queued a moment later, still gets through once
+//! the broker is back, which would put 2 before 1 on the topic. With no timeout a
+//! message is only failed for good reasons (the topic does not exist, the record is too
+//! large or invalid, a fatal producer error). When the broker fails a batch of records
+//! for good, an idempotent producer without the gapless guarantee would go on with the
+//! records queued after it, version 2 of a key could be published while version 1
+//! failed; with the guarantee the producer stops instead (a fatal error), the records
+//! after the gap fail too, and the relay creates a new producer and tries again from
+//! the oldest row. That costs a new producer per refused record and attempt, which
+//! only happens for records that end in the quarantine: worth it for the order per
+//! key. A record the producer refuses before sending it (too large for its
+//! `message.max.bytes`, an invalid topic name) stops the batch there: the rows after it
+//! are not handed to the producer. Keys go to partitions by librdkafka's partitioner,
+//! so all relays must use the same `partitioner` setting and a topic's partition count
+//! must not change while rows are in flight.
+//!
+//! ## Rows that can never be published
+//!
+//! A row that fails for a reason of its own (the topic does not exist or may not be
+//! written, the record is too large or invalid) would fail for ever, and hold up every
+//! later row of its worker's shards. The relay counts such failures per row (the
+//! lowest id failing for its own reason in a batch: the failures after it are usually
+//! its consequences) and retries with backoff; after `quarantine_after` attempts
+//! ([`RelayOptions::quarantine_after`]) it moves the row to `outbox_quarantine` with
+//! the reason and the attempts (one statement), counts it in
+//! [`metric::QUARANTINED`] (and [`metric::QUARANTINE_ROWS`] shows the quarantine's
+//! size), logs it at ERROR (a person must look), and goes on.
+//! Readiness is not affected by such failures, before or after the quarantine: one bad
+//! record is not a broken relay. Reads leave out every row whose key has a row in the
+//! quarantine (same shard and key), so **later rows of that key wait** in the outbox
+//! while every other key goes on. [`Quarantine`] lists the quarantined rows (with the
+//! rows waiting behind each), **re-queues** them (back into the outbox with their own
+//! ids, so each goes before the rows of its key that waited behind it, in the same
+//! statement that takes it out of the quarantine) or **discards** them (the waiting
+//! rows go on), and wakes the relays. Attempts are counted in memory: a restart or a
+//! hand-over of the shard counts again from zero. Order per key holds within a topic:
+//! a later row of the same key addressed to *another* topic may already be published
+//! when the first one fails.
+//!
+//! Other failures (a fatal producer error, the broker unreachable) count no attempt:
+//! they are retried with backoff for as long as they last, logged at ERROR, and the
+//! relay reports not ready once publications have failed or waited for acknowledgements
+//! longer than `stall_threshold`.
 //!
 //! ## Broker or database down
 //!
@@ -132,21 +196,27 @@
 //! age of the oldest row, rows published (a counter: its rate is the publish rate),
 //! publish latency from the row's creation (its insert, inside the writer's
 //! transaction; so it slightly overstates commit-to-ack) to the broker's
-//! acknowledgement, batches, errors by stage, shards owned and members seen.
+//! acknowledgement, batches, errors by stage, rows quarantined, shards owned and
+//! members seen.
 
-mod backoff;
 mod lease;
 pub mod metric;
+mod options;
 mod publish;
+mod quarantine;
 mod relay;
 mod status;
 mod store;
+mod worker;
 
+pub use options::{RelayOptions, SessionKeepalive};
 pub use publish::producer_config;
-pub use relay::{Relay, RelayOptions};
+pub use quarantine::{Quarantine, QuarantinedRow, Selection};
+pub use relay::Relay;
 pub use status::RelayStatus;
 
-/// What can go wrong in the relay's own set-up (its loops retry everything else).
+/// What can go wrong in the relay's own set-up (its loops retry everything else) and in
+/// the operations on the [`Quarantine`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Kafka producer could not be created from its configuration: fix the
@@ -159,6 +229,12 @@ pub enum Error {
     /// A background task of the relay panicked: a bug.
     #[error("relay task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// No database connection for a [`Quarantine`] operation: retry later.
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A [`Quarantine`] statement failed (nothing changed): retry, or check the schema.
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
 }
 
 /// The result type of this crate.

@@ -12,7 +12,14 @@ pub const PUBLISHED: &str = "outbox_published_total";
 pub const PUBLISH_LATENCY: &str = "outbox_publish_latency_seconds";
 /// Histogram: rows per batch read.
 pub const BATCH_ROWS: &str = "outbox_batch_rows";
-/// Counter: errors, labelled `stage` = `read`, `publish`, `clear`, `lease` or `backlog`.
+/// Gauge: rows in the quarantine (all relays), sampled every `backlog_interval`; alert
+/// when above zero: each holds up the later rows of its key.
+pub const QUARANTINE_ROWS: &str = "outbox_quarantine_rows";
+/// Counter: rows moved to the quarantine by this relay (they could never be published
+/// as they are).
+pub const QUARANTINED: &str = "outbox_quarantined_total";
+/// Counter: errors, labelled `stage` = `read`, `publish`, `clear`, `quarantine`, `lease`
+/// or `backlog`.
 pub const ERRORS: &str = "outbox_errors_total";
 /// Counter: batches left unfinished at shutdown (their unacknowledged rows stay).
 pub const ABANDONED: &str = "outbox_batches_abandoned_total";
@@ -30,6 +37,8 @@ pub fn describe() {
     describe_histogram!(PUBLISH_LATENCY, Unit::Seconds, "Time from outbox insert to broker acknowledgement");
     describe_histogram!(BATCH_ROWS, Unit::Count, "Rows per outbox batch");
     describe_counter!(ERRORS, Unit::Count, "Outbox relay errors by stage");
+    describe_gauge!(QUARANTINE_ROWS, Unit::Count, "Outbox rows in the quarantine, holding up their keys");
+    describe_counter!(QUARANTINED, Unit::Count, "Outbox rows quarantined: they could never be published");
     describe_counter!(ABANDONED, Unit::Count, "Batches left unfinished at shutdown");
     describe_gauge!(SHARDS_OWNED, Unit::Count, "Outbox shards owned by this relay");
     describe_gauge!(MEMBERS, Unit::Count, "Outbox relays seen holding a membership lock");

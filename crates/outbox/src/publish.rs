@@ -1,7 +1,8 @@
 //! Producing one batch in two steps, so that the next batch can be read while this
-//! one is in flight: [`Publisher::enqueue`] hands the rows to the producer in id order,
-//! [`Publisher::acknowledged`] waits for every acknowledgement (through a broker outage
-//! if need be) and reports which rows the broker acknowledged.
+//! one is in flight: [`Publisher::enqueue`] hands the rows to the producer in id order
+//! (and stops at the first row the producer refuses), [`Publisher::acknowledged`] waits
+//! for every acknowledgement (through a broker outage if need be) and reports which
+//! rows the broker acknowledged and which failed, and why ([`PublishError`]).
 
 use std::{
     collections::HashSet,
@@ -17,7 +18,7 @@ use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
     producer::{
-        DeliveryFuture, FutureProducer, FutureRecord, Producer, future_producer::OwnedDeliveryResult,
+        DeliveryFuture, FutureProducer, FutureRecord, Producer as _, future_producer::OwnedDeliveryResult,
     },
     types::RDKafkaErrorCode,
 };
@@ -26,17 +27,84 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{metric, store::OutboxRow};
 
+/// Why one row was not published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    /// The producer refused the record at once (it was not sent); the rows after it in
+    /// the batch were not handed to the producer either.
+    #[error("cannot enqueue row {id} to {topic}: {error}")]
+    Enqueue { id: i64, topic: String, error: KafkaError },
+    /// The broker or the producer failed the record.
+    #[error("delivery of row {id} failed: {error}")]
+    Delivery { id: i64, error: KafkaError },
+    /// The producer went away before reporting (a bug or a shutdown).
+    #[error("delivery of row {id} was cancelled")]
+    Cancelled { id: i64 },
+}
+
+impl PublishError {
+    /// The row that failed.
+    pub(crate) fn id(&self) -> i64 {
+        match self {
+            Self::Enqueue { id, .. } | Self::Delivery { id, .. } | Self::Cancelled { id } => *id,
+        }
+    }
+
+    /// Whether the failure is the record's own, so that retrying cannot help and the
+    /// row counts an attempt towards its quarantine: the topic does not exist or may not
+    /// be written, the record is too large or invalid. Failures of the producer or the
+    /// connection are not (they are retried without counting).
+    pub(crate) fn is_record_error(&self) -> bool {
+        let error = match self {
+            Self::Enqueue { error, .. } | Self::Delivery { error, .. } => error,
+            Self::Cancelled { .. } => return false,
+        };
+        use RDKafkaErrorCode as C;
+        matches!(
+            error.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::InvalidMessage
+                    | C::InvalidRecord
+                    | C::InvalidTopic
+                    | C::UnknownTopic
+                    | C::UnknownTopicOrPartition
+                    | C::UnknownPartition
+                    | C::TopicAuthorizationFailed
+                    | C::PolicyViolation
+                    | C::InvalidArgument
+                    | C::BadMessage
+            )
+        )
+    }
+}
+
 /// What became of a batch.
 #[derive(Debug, Default)]
 pub(crate) struct Published {
     /// Rows the broker acknowledged: safe to clear.
     pub(crate) acked: Vec<i64>,
-    /// The first failure (enqueue refused or delivery failed); its row and the rows not
-    /// enqueued after it stay in the outbox.
-    pub(crate) failure: Option<String>,
+    /// The failed rows; they, and the rows not enqueued after an enqueue failure, stay
+    /// in the outbox.
+    pub(crate) failures: Vec<PublishError>,
     /// Shutdown came and the drain deadline passed before every acknowledgement: the
     /// unacknowledged rows' outcome is unknown, so they stay.
     pub(crate) abandoned: bool,
+}
+
+impl Published {
+    /// The failure that stopped the batch: the row with the smallest id whose failure
+    /// is the record's own (the one to count towards quarantine: the failures after it
+    /// are usually its consequences, such as a producer stopped by the gapless
+    /// guarantee), else the first failure.
+    pub(crate) fn failure(&self) -> Option<&PublishError> {
+        self.failures
+            .iter()
+            .filter(|f| f.is_record_error())
+            .min_by_key(|f| f.id())
+            .or_else(|| self.failures.iter().min_by_key(|f| f.id()))
+    }
 }
 
 /// The delivery report of one record, with what the relay needs to know about its row.
@@ -56,12 +124,23 @@ impl Future for Pending {
 
 /// A batch handed to the producer, whose acknowledgements are still to come.
 pub(crate) struct Enqueued {
-    producer: Arc<FutureProducer>,
+    producer: Arc<ProducerHandle>,
     pending: FuturesUnordered<Pending>,
-    /// Ids of every row read for the batch (enqueued or not): left out of the next read
-    /// until this batch is finished.
+    /// Ids of the rows handed to the producer: left out of the next read until this
+    /// batch is finished. The rows of the batch that were not (after an enqueue failure
+    /// or at shutdown) are not in it: the next read must return them again.
     pub(crate) ids: HashSet<i64>,
     published: Published,
+}
+
+impl Enqueued {
+    /// Whether some rows of the batch were not handed to the producer (a row was
+    /// refused, or shutdown came while the queue was full). Such a batch must be
+    /// finished before the next read: a read past it would publish later rows of the
+    /// keys of the rows left behind before them.
+    pub(crate) fn incomplete(&self) -> bool {
+        !self.published.failures.is_empty() || self.published.abandoned
+    }
 }
 
 impl std::fmt::Debug for Enqueued {
@@ -71,14 +150,18 @@ impl std::fmt::Debug for Enqueued {
 }
 
 /// The producer configuration the relay uses: `base` with the settings its guarantees
-/// need (`enable.idempotence=true`, `acks=all`, `message.timeout.ms=0`) forced, and
-/// `linger.ms=1` unless `base` sets it.
+/// need (`enable.idempotence=true`, `enable.gapless.guarantee=true`, `acks=all`,
+/// `message.timeout.ms=0`) forced, and `linger.ms=1` unless `base` sets it.
 pub fn producer_config(base: &ClientConfig) -> ClientConfig {
     let mut config = base.clone();
     // Aliases of the settings below would compete with them.
     config.remove("delivery.timeout.ms");
     config.remove("request.required.acks");
-    config.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "0");
+    config
+        .set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0");
     if config.get("linger.ms").is_none() && config.get("queue.buffering.max.ms").is_none() {
         // Batches are formed by the relay's reads; waiting longer only adds latency.
         config.set("linger.ms", "1");
@@ -86,11 +169,44 @@ pub fn producer_config(base: &ClientConfig) -> ClientConfig {
     config
 }
 
+/// A producer that is dropped on a blocking thread: dropping a librdkafka producer
+/// purges its queues, flushes for up to 500 ms and joins its polling thread, which must
+/// not happen on an async worker thread.
+pub(crate) struct ProducerHandle(Option<FutureProducer>);
+
+impl std::ops::Deref for ProducerHandle {
+    type Target = FutureProducer;
+
+    fn deref(&self) -> &FutureProducer {
+        // Only `drop` takes it out.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("a producer is only taken by its drop"))
+    }
+}
+
+impl Drop for ProducerHandle {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0.take() {
+            drop_blocking(producer);
+        }
+    }
+}
+
+/// Drops `value` on Tokio's blocking threads when called inside a runtime (at once
+/// otherwise: outside a runtime, blocking is allowed).
+pub(crate) fn drop_blocking<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(value));
+        }
+        Err(_) => drop(value),
+    }
+}
+
 /// The relay's producer, replaced when librdkafka reports a fatal error (after which an
 /// idempotent producer cannot send any more).
 pub(crate) struct Publisher {
     config: ClientConfig,
-    producer: Mutex<Arc<FutureProducer>>,
+    producer: Mutex<Arc<ProducerHandle>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -102,20 +218,43 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     pub(crate) fn new(base: &ClientConfig) -> Result<Self, KafkaError> {
         let config = producer_config(base);
-        let producer = Arc::new(config.create()?);
+        let producer = Arc::new(ProducerHandle(Some(config.create()?)));
         Ok(Self { config, producer: Mutex::new(producer) })
     }
 
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<ProducerHandle> {
         Arc::clone(&self.producer.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// After a failure: replaces the producer if it is fatally broken.
-    fn renew_if_fatal(&self, producer: &FutureProducer) {
+    /// After a failure: replaces the producer if it is fatally broken (the replaced one
+    /// is dropped on a blocking thread once its last batch is done with it).
+    fn renew_if_fatal(&self, producer: &ProducerHandle, failure: Option<&PublishError>) {
         let Some((code, reason)) = producer.client().fatal_error() else { return };
-        tracing::error!(?code, reason, "fatal Kafka producer error; creating a new producer");
+        let current = Arc::as_ptr(&self.producer());
+        if !std::ptr::eq(current, producer) {
+            return; // Already replaced (after the batch before).
+        }
+        match failure.filter(|f| f.is_record_error()) {
+            // The gapless guarantee stopped the producer because of one record.
+            Some(record) => {
+                tracing::warn!(
+                    ?code,
+                    reason,
+                    row = record.id(),
+                    "producer stopped by a refused record; creating a new producer"
+                )
+            }
+            None => tracing::error!(?code, reason, "fatal Kafka producer error; creating a new producer"),
+        }
         match self.config.create::<FutureProducer>() {
-            Ok(fresh) => *self.producer.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh),
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.producer.lock().unwrap_or_else(PoisonError::into_inner),
+                    Arc::new(ProducerHandle(Some(fresh))),
+                );
+                // The last batch using it drops it, on a blocking thread.
+                drop(old);
+            }
             Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
         }
     }
@@ -133,6 +272,7 @@ impl Publisher {
         let mut published = Published::default();
         let pending = FuturesUnordered::new();
         let mut deadline: Option<Instant> = None;
+        let mut ids = HashSet::with_capacity(rows.len());
         'rows: for row in rows {
             let headers =
                 row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (k, v)| {
@@ -159,15 +299,19 @@ impl Publisher {
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) => {
-                        published.failure =
-                            Some(format!("cannot enqueue row {} to {}: {e}", row.id, row.topic));
+                    Err((error, _)) => {
+                        published.failures.push(PublishError::Enqueue {
+                            id: row.id,
+                            topic: row.topic.clone(),
+                            error,
+                        });
                         break 'rows;
                     }
                 }
             }
+            ids.insert(row.id);
         }
-        Enqueued { producer, pending, ids: rows.iter().map(|r| r.id).collect(), published }
+        Enqueued { producer, pending, ids, published }
     }
 
     /// Waits for every acknowledgement of `batch`. When `token` is cancelled meanwhile,
@@ -206,23 +350,20 @@ impl Publisher {
                     let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
                     metrics::histogram!(metric::PUBLISH_LATENCY).record(latency.as_secs_f64());
                 }
-                Ok(Err((e, _message))) => {
-                    published.failure.get_or_insert_with(|| format!("delivery of row {id} failed: {e}"));
-                }
-                Err(_canceled) => {
-                    published.failure.get_or_insert_with(|| format!("delivery of row {id} was cancelled"));
-                }
+                Ok(Err((error, _message))) => published.failures.push(PublishError::Delivery { id, error }),
+                Err(_canceled) => published.failures.push(PublishError::Cancelled { id }),
             }
         }
         metrics::counter!(metric::PUBLISHED).increment(acked);
-        if published.failure.is_some() {
-            self.renew_if_fatal(&producer);
+        if !published.failures.is_empty() {
+            self.renew_if_fatal(&producer, published.failure());
         }
         published
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -234,8 +375,53 @@ mod tests {
         assert_eq!(config.get("acks"), Some("all"));
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert_eq!(config.get("message.timeout.ms"), Some("0"));
+        assert_eq!(config.get("enable.gapless.guarantee"), Some("true"));
         assert_eq!(config.get("linger.ms"), Some("1"));
         base.set("linger.ms", "20");
         assert_eq!(producer_config(&base).get("linger.ms"), Some("20"));
+    }
+
+    #[test]
+    fn the_failure_that_counts_is_the_first_refused_record() {
+        let code = |c| KafkaError::MessageProduction(c);
+        let published = Published {
+            failures: vec![
+                PublishError::Delivery { id: 3, error: code(RDKafkaErrorCode::Fatal) },
+                PublishError::Delivery { id: 9, error: code(RDKafkaErrorCode::MessageSizeTooLarge) },
+                PublishError::Delivery { id: 7, error: code(RDKafkaErrorCode::UnknownTopic) },
+            ],
+            ..Published::default()
+        };
+        assert_eq!(published.failure().map(PublishError::id), Some(7));
+        let published = Published {
+            failures: vec![
+                PublishError::Cancelled { id: 5 },
+                PublishError::Delivery { id: 4, error: code(RDKafkaErrorCode::Fatal) },
+            ],
+            ..Published::default()
+        };
+        let failure = published.failure().unwrap();
+        assert_eq!(failure.id(), 4);
+        assert!(!failure.is_record_error(), "a fatal producer error is not the record's fault");
+    }
+
+    /// Whatever it holds (a producer purging, flushing and joining its thread), a
+    /// value given to `drop_blocking` is dropped on a blocking thread, not on the
+    /// runtime's only worker thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn producers_are_dropped_where_blocking_is_allowed() {
+        struct Probe(std::sync::mpsc::Sender<std::thread::ThreadId>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                let _ = self.0.send(std::thread::current().id());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop_blocking(Probe(tx));
+        let dropped_on = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("dropped");
+        assert_ne!(dropped_on, std::thread::current().id(), "dropped on the async worker thread");
     }
 }

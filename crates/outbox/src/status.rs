@@ -1,6 +1,8 @@
 //! State shared by the lease keeper, the workers and whoever asks how the relay is
 //! doing (a readiness probe, a test): the shards owned, which are in a batch, which
-//! are being handed back, and the health of publishing.
+//! are being handed back, a generation per worker that changes whenever the worker's
+//! share of the shards changes (so that a running worker notices shards taken over or
+//! lost at once, not when its current shards run dry), and the health of publishing.
 
 use std::{
     collections::BTreeSet,
@@ -10,7 +12,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::metric;
+use crate::{metric, options::SessionKeepalive};
 
 #[derive(Debug, Default)]
 struct State {
@@ -24,8 +26,13 @@ struct State {
     busy: BTreeSet<i32>,
     /// Per worker: since when it waits for the broker's acknowledgements.
     publishing_since: Vec<Option<Instant>>,
-    /// The last publication failure, cleared by the next success.
-    publish_error: Option<String>,
+    /// Per worker: bumped whenever the set of shards the worker may read changes.
+    generations: Vec<u64>,
+    /// Since when publications fail (for other reasons than the records themselves),
+    /// and the last such failure; cleared by the next success.
+    failing: Option<(Instant, String)>,
+    /// The lease session's keepalive settings, as its server reports them.
+    lease_keepalive: Option<SessionKeepalive>,
 }
 
 #[derive(Debug)]
@@ -37,9 +44,32 @@ pub(crate) struct Shared {
     stall_threshold: Duration,
 }
 
+impl State {
+    /// The share of the worker of `shard` changed.
+    fn changed(&mut self, shard: i32) {
+        let workers = self.generations.len().max(1);
+        if let Some(generation) =
+            usize::try_from(shard).ok().and_then(|s| self.generations.get_mut(s % workers))
+        {
+            *generation += 1;
+        }
+    }
+
+    /// Every worker's share changed.
+    fn all_changed(&mut self) {
+        for generation in &mut self.generations {
+            *generation += 1;
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn new(workers: usize, stall_threshold: Duration) -> Self {
-        let state = State { publishing_since: vec![None; workers], ..State::default() };
+        let state = State {
+            publishing_since: vec![None; workers],
+            generations: vec![0; workers],
+            ..State::default()
+        };
         Self {
             state: Mutex::new(state),
             wakers: (0..workers).map(|_| Notify::new()).collect(),
@@ -73,8 +103,9 @@ impl Shared {
     }
 
     /// The shards worker `worker` may read now (owned, its own, not retiring, not in
-    /// another batch), marked busy until [`Shared::end_batch`].
-    pub(crate) fn begin_batch(&self, worker: usize) -> Vec<i32> {
+    /// another batch), marked busy until [`Shared::end_batch`], and the worker's
+    /// generation they belong to (see [`Shared::unchanged`]).
+    pub(crate) fn begin_batch(&self, worker: usize) -> (Vec<i32>, u64) {
         let workers = self.workers();
         let mut state = self.state();
         let shards: Vec<i32> = state
@@ -85,13 +116,14 @@ impl Shared {
             .filter(|s| !state.retiring.contains(s) && !state.busy.contains(s))
             .collect();
         state.busy.extend(shards.iter().copied());
-        shards
+        let generation = state.generations.get(worker).copied().unwrap_or(0);
+        (shards, generation)
     }
 
-    /// Whether every shard of `shards` is still owned and not being handed back.
-    pub(crate) fn still_mine(&self, shards: &[i32]) -> bool {
-        let state = self.state();
-        shards.iter().all(|s| state.owned.contains(s) && !state.retiring.contains(s))
+    /// Whether worker `worker`'s share of the shards is still the one of `generation`:
+    /// no shard of it taken, lost or being handed back since.
+    pub(crate) fn unchanged(&self, worker: usize, generation: u64) -> bool {
+        self.state().generations.get(worker).is_some_and(|g| *g == generation)
     }
 
     pub(crate) fn end_batch(&self, shards: &[i32]) {
@@ -118,6 +150,8 @@ impl Shared {
         state.connected = false;
         state.owned.clear();
         state.retiring.clear();
+        state.lease_keepalive = None;
+        state.all_changed();
         drop(state);
         metrics::gauge!(metric::SHARDS_OWNED).set(0.0);
     }
@@ -132,7 +166,12 @@ impl Shared {
     pub(crate) fn plan(&self, target: usize) -> usize {
         let mut state = self.state();
         let extra = state.owned.len().saturating_sub(target);
-        state.retiring = state.owned.iter().rev().take(extra).copied().collect();
+        let retiring: BTreeSet<i32> = state.owned.iter().rev().take(extra).copied().collect();
+        let changed: Vec<i32> = retiring.symmetric_difference(&state.retiring).copied().collect();
+        for shard in changed {
+            state.changed(shard);
+        }
+        state.retiring = retiring;
         state.owned.len() - extra
     }
 
@@ -144,6 +183,7 @@ impl Shared {
         for shard in &free {
             state.retiring.remove(shard);
             state.owned.remove(shard);
+            state.changed(*shard);
         }
         let owned = state.owned.len();
         drop(state);
@@ -157,7 +197,9 @@ impl Shared {
 
     pub(crate) fn add_owned(&self, shard: i32) {
         let mut state = self.state();
-        state.owned.insert(shard);
+        if state.owned.insert(shard) {
+            state.changed(shard);
+        }
         let owned = state.owned.len();
         drop(state);
         metrics::gauge!(metric::SHARDS_OWNED).set(owned as f64);
@@ -169,8 +211,20 @@ impl Shared {
         }
     }
 
+    /// The outcome of a batch: `None` when it published (or failed only because of a
+    /// record, which is quarantined in time and does not make the relay unready),
+    /// `Some` with the failure otherwise.
     pub(crate) fn publish_outcome(&self, error: Option<String>) {
-        self.state().publish_error = error;
+        let mut state = self.state();
+        state.failing = match (error, state.failing.take()) {
+            (None, _) => None,
+            (Some(error), Some((since, _))) => Some((since, error)),
+            (Some(error), None) => Some((Instant::now(), error)),
+        };
+    }
+
+    pub(crate) fn set_lease_keepalive(&self, keepalive: SessionKeepalive) {
+        self.state().lease_keepalive = Some(keepalive);
     }
 }
 
@@ -183,9 +237,11 @@ pub struct RelayStatus {
 
 impl RelayStatus {
     /// `Ok` while publishing works: no batch has waited longer than the stall
-    /// threshold for the broker's acknowledgements, and the last publication did not
-    /// fail. `Err` says why not. Database reachability is not part of it (pair it with
-    /// a database probe; [`RelayStatus::is_connected`] tells whether the lease session
+    /// threshold for the broker's acknowledgements, and publications have not kept
+    /// failing for longer than that either. A row that fails because of the record
+    /// itself does not count: it is retried, then quarantined, and the relay goes on.
+    /// `Err` says why not. Database reachability is not part of it (pair it with a
+    /// database probe; [`RelayStatus::is_connected`] tells whether the lease session
     /// is up).
     pub fn check(&self) -> Result<(), String> {
         let state = self.shared.state();
@@ -195,10 +251,19 @@ impl RelayStatus {
                 return Err(format!("the broker has not acknowledged a batch for {waited:.1?}"));
             }
         }
-        match &state.publish_error {
-            Some(error) => Err(format!("the last publication failed: {error}")),
-            None => Ok(()),
+        match &state.failing {
+            Some((since, error)) if since.elapsed() > self.shared.stall_threshold => {
+                Err(format!("publications have failed for {:.1?}; the last: {error}", since.elapsed()))
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// The lease session's TCP keepalive settings as its server reports them (`None`
+    /// while the session is down). On a Unix-domain socket the server reports zeros:
+    /// keepalives apply to TCP only.
+    pub fn lease_keepalive(&self) -> Option<SessionKeepalive> {
+        self.shared.state().lease_keepalive
     }
 
     /// The shards this relay owns now.
@@ -218,6 +283,7 @@ impl RelayStatus {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -227,9 +293,9 @@ mod tests {
         for shard in 0..6 {
             shared.add_owned(shard);
         }
-        assert_eq!(shared.begin_batch(0), vec![0, 2, 4]);
-        assert_eq!(shared.begin_batch(0), Vec::<i32>::new(), "busy shards are not read twice");
-        assert_eq!(shared.begin_batch(1), vec![1, 3, 5]);
+        assert_eq!(shared.begin_batch(0).0, vec![0, 2, 4]);
+        assert_eq!(shared.begin_batch(0).0, Vec::<i32>::new(), "busy shards are not read twice");
+        assert_eq!(shared.begin_batch(1).0, vec![1, 3, 5]);
         assert_eq!(shared.plan(4), 4, "two shards over the target");
         assert!(shared.take_releasable().is_empty(), "4 and 5 are busy");
         shared.end_batch(&[0, 2, 4]);
@@ -253,9 +319,12 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(status.check().is_err_and(|e| e.contains("not acknowledged")));
         shared.publishing(0, false);
-        shared.publish_outcome(Some("unknown topic".into()));
-        assert!(status.check().is_err_and(|e| e.contains("unknown topic")));
+        shared.publish_outcome(Some("broker transport failure".into()));
+        std::thread::sleep(Duration::from_millis(5));
+        shared.publish_outcome(Some("fatal producer error".into()));
+        assert!(status.check().is_err_and(|e| e.contains("fatal producer error")), "{:?}", status.check());
         shared.publish_outcome(None);
+        assert_eq!(status.check(), Ok(()));
         shared.session_lost();
         assert!(!status.is_connected());
     }

@@ -1,5 +1,6 @@
 //! The relay's SQL on the pooled connections: read a batch, clear acknowledged rows,
-//! measure the backlog. Statements live in `sql/` and run as cached prepared statements.
+//! quarantine a row, measure the backlog. Statements live in `sql/` and run as cached
+//! prepared statements.
 
 use std::time::SystemTime;
 
@@ -25,11 +26,12 @@ pub(crate) struct OutboxRow {
     pub(crate) created_at: SystemTime,
 }
 
-/// The rows waiting and the age of the oldest, in seconds.
+/// The rows waiting and the age of the oldest, in seconds; the rows quarantined.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Backlog {
     pub(crate) rows: i64,
     pub(crate) oldest_age_seconds: f64,
+    pub(crate) quarantined: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -102,11 +104,24 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Moves row `id` to the quarantine with its `attempts` and `reason`; `false` when
+    /// it was no longer in the outbox.
+    pub(crate) async fn quarantine(&self, id: i64, attempts: u32, reason: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(include_str!("sql/quarantine_row.sql")).await?;
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        Ok(!client.query(&stmt, &[&id, &attempts, &reason]).await?.is_empty())
+    }
+
     pub(crate) async fn backlog(&self) -> Result<Backlog, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(include_str!("sql/backlog.sql")).await?;
         let row = client.query_one(&stmt, &[]).await?;
-        Ok(Backlog { rows: row.get(0), oldest_age_seconds: row.get::<_, Option<f64>>(1).unwrap_or(0.0) })
+        Ok(Backlog {
+            rows: row.get(0),
+            oldest_age_seconds: row.get::<_, Option<f64>>(1).unwrap_or(0.0),
+            quarantined: row.get(2),
+        })
     }
 }
 

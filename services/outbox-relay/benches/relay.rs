@@ -38,7 +38,7 @@ use futures::{StreamExt, stream::FuturesUnordered};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use orders_eventstore::{Append, EventStore, NewEvent, Options, OutboxMessage, outbox_shard};
+use orders_eventstore::{EventStore, Options, outbox_shard, test_support::TestEvent};
 use orders_outbox::{Relay, RelayOptions, producer_config};
 use orders_runtime::CancellationToken;
 use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
@@ -260,27 +260,10 @@ async fn steady_load(store: &EventStore, topic: &str, rate: f64, seconds: u64, o
         let order = ids[i % orders];
         let version = (i / orders + 1) as u64;
         tasks.spawn(async move {
-            let event = NewEvent {
-                event_id: Uuid::now_v7(),
-                version,
-                event_type: "OrderPaid".into(),
-                payload: payload.clone(),
-            };
-            let message = OutboxMessage {
-                topic,
-                key: order.to_string().into_bytes(),
-                payload,
-                headers: BTreeMap::from([("event-type".into(), "OrderPaid".into())]),
-            };
-            store
-                .append(Append {
-                    stream_id: order,
-                    expected_version: version - 1,
-                    events: &[event],
-                    outbox: &[message],
-                    snapshot: None,
-                    idempotency: None,
-                })
+            TestEvent::new(&topic, order, version)
+                .event_type("OrderPaid")
+                .payload(payload)
+                .append(&store)
                 .await
                 .expect("append");
         });

@@ -10,16 +10,22 @@
 //! - [`Config`]: every setting, a flag with an environment fallback (`--help`);
 //! - [`build`]: the pool, the relay task, the readiness probes (`postgres`, `kafka`
 //!   with the orders topic, `relay`: publishing not stalled or failing) and the admin
-//!   HTTP server with `/healthz`, `/readyz` and `/metrics` (the `outbox_*` metrics).
+//!   HTTP server with `/healthz`, `/readyz` and `/metrics` (the `outbox_*` metrics);
+//! - [`ops`]: the `quarantine` subcommand, for the rows the relay could never publish
+//!   and set aside (`outbox_quarantined_total` counts them): `outbox-relay quarantine
+//!   list`, `requeue <id>...|--all` (back into the outbox, each before the rows of its
+//!   order that waited behind it), `discard <id>...|--all` (the waiting rows go on).
 //!
 //! The relay does not create the schema: command-service migrates `orders_write`.
 //! Until the outbox table exists, reads fail, are counted in `outbox_errors_total` and
 //! retried with backoff.
 
+pub mod ops;
+
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use orders_outbox::{Relay, RelayOptions};
+use orders_outbox::{Relay, RelayOptions, SessionKeepalive};
 use orders_runtime::{
     Probe, Runtime, ServiceConfig,
     config::{RuntimeArgs, parse_duration},
@@ -104,6 +110,36 @@ pub struct Config {
     #[arg(long, env = "RETRY_BACKOFF_MAX", default_value = "5s", value_parser = parse_duration)]
     pub retry_backoff_max: Duration,
 
+    /// Failed attempts to publish one row, for a reason of the record's own (its topic
+    /// does not exist, the broker refuses it), after which the row is quarantined: set
+    /// aside so that the other orders go on (the later events of its order wait). See
+    /// the `quarantine` subcommand.
+    #[arg(long, env = "QUARANTINE_AFTER_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub quarantine_after_attempts: u32,
+
+    /// Idle time before the first TCP keepalive probe on the lease session, on both
+    /// ends: the database releases a silent relay's shards after about idle + interval *
+    /// retries. Whole seconds.
+    #[arg(long, env = "LEASE_KEEPALIVE_IDLE", default_value = "10s", value_parser = parse_duration)]
+    pub lease_keepalive_idle: Duration,
+
+    /// Time between unanswered keepalive probes on the lease session. Whole seconds.
+    #[arg(long, env = "LEASE_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_keepalive_interval: Duration,
+
+    /// Unanswered keepalive probes after which the lease session is dropped.
+    #[arg(long, env = "LEASE_KEEPALIVE_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lease_keepalive_retries: u32,
+
+    /// How long data sent on the lease session may stay unacknowledged before the
+    /// connection is dropped (TCP_USER_TIMEOUT, both ends); 0 keeps the system default.
+    #[arg(long, env = "LEASE_TCP_USER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub lease_tcp_user_timeout: Duration,
+
+    /// An operation instead of running the relay.
+    #[command(subcommand)]
+    pub command: Option<ops::Command>,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -133,6 +169,13 @@ impl Config {
             drain_timeout: self.drain_timeout,
             stall_threshold: self.stall_threshold,
             retry_backoff_max: self.retry_backoff_max,
+            quarantine_after: self.quarantine_after_attempts,
+            lease_keepalive: SessionKeepalive {
+                idle: self.lease_keepalive_idle,
+                interval: self.lease_keepalive_interval,
+                retries: self.lease_keepalive_retries,
+                user_timeout: self.lease_tcp_user_timeout,
+            },
             ..defaults
         }
     }
@@ -150,13 +193,8 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         &config.database_session.session(),
     )?;
     let mut session = config.database_url.config().clone();
-    session
-        .application_name(format!("{SERVICE} leases"))
-        .connect_timeout(Duration::from_secs(5))
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(10))
-        .keepalives_interval(Duration::from_secs(5))
-        .keepalives_retries(3);
+    // The relay sets the session's keepalives itself (on both ends), from the options.
+    session.application_name(format!("{SERVICE} leases")).connect_timeout(Duration::from_secs(5));
     let relay = Relay::new(pool.clone(), session, &config.kafka.producer_config(), config.relay_options())
         .context("create the relay")?;
     let status = relay.status();

@@ -6,10 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod quarantine;
 
 use std::{collections::BTreeSet, time::Duration};
 
 use helpers::{Running, World, header, read_until};
+use orders_outbox::{RelayOptions, SessionKeepalive};
 use orders_testkit::proxy::TcpProxy;
 use rdkafka::Message as _;
 use uuid::Uuid;
@@ -24,7 +26,7 @@ async fn publishes_rows_with_key_and_headers_then_clears_them() {
     let orders: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
     world.write(&orders, 5, 8).await;
 
-    let (seen, messages) = read_until(&reader, 100, Duration::from_secs(30)).await;
+    let (seen, messages) = read_until(&reader, 100, Duration::from_secs(60)).await;
     assert_eq!(seen.distinct(), 100, "{seen:?}");
     assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
     assert_eq!(seen.keys(), 20);
@@ -32,37 +34,36 @@ async fn publishes_rows_with_key_and_headers_then_clears_them() {
     assert_eq!(header(first, "event-type").as_deref(), Some("OrderTouched"));
     assert!(header(first, "traceparent").unwrap().starts_with(&format!("00-{}-", orders[0].simple())));
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while world.outbox_rows().await > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "acknowledged rows are cleared");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    relay.stop(Duration::from_secs(10)).await;
+    world.wait_drained(Duration::from_secs(60)).await;
+    relay.stop(Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
 async fn a_notification_wakes_the_relay_without_waiting_for_the_poll() {
     let world = World::new().await;
+    // Polling once an hour: within the test's time, only a notification wakes it.
     let options = helpers::RelayOptionsExt::no_polling(World::options());
     let relay = Running::start(world.relay(options));
-    relay.wait_for_shards(SHARDS, Duration::from_secs(10)).await;
+    relay.wait_for_shards(SHARDS, Duration::from_secs(60)).await;
     let reader = world.reader();
-    // Let the reader's assignment and the relay's first (empty) reads settle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let started = tokio::time::Instant::now();
+    // A first row, once the relay owns every shard: published only if the NOTIFY of
+    // its commit woke the relay (its start-up reads are over by then or saw it).
     world.append(Uuid::now_v7(), 1).await;
-    let (seen, _) = read_until(&reader, 1, Duration::from_secs(10)).await;
-    assert_eq!(seen.distinct(), 1);
-    assert!(started.elapsed() < Duration::from_secs(2), "published after {:?}", started.elapsed());
-    relay.stop(Duration::from_secs(10)).await;
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(60)).await;
+    assert_eq!(seen.distinct(), 1, "the first row is published");
+    // A second one, the relay idle now for sure: only the notification can wake it.
+    world.wait_drained(Duration::from_secs(60)).await;
+    world.append(Uuid::now_v7(), 1).await;
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(60)).await;
+    assert_eq!(seen.distinct(), 1, "woken by the notification, not by a poll an hour away");
+    relay.stop(Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
 async fn a_row_committed_after_a_later_id_is_not_skipped() {
     let world = World::new().await;
     let relay = Running::start(world.relay(World::options()));
-    relay.wait_for_shards(SHARDS, Duration::from_secs(10)).await;
+    relay.wait_for_shards(SHARDS, Duration::from_secs(60)).await;
     let reader = world.reader();
 
     // Two keys of the same shard: a reader with a per-shard "last id seen" would lose
@@ -84,14 +85,15 @@ async fn a_row_committed_after_a_later_id_is_not_skipped() {
     .await
     .unwrap();
     world.append(late, 1).await;
-    let (seen, _) = read_until(&reader, 1, Duration::from_secs(10)).await;
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(60)).await;
     assert_eq!(seen.highest(late.to_string().as_bytes()), 1, "the later id is published first");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The relay has cleared the later id: it has read past the uncommitted one.
+    world.wait_drained(Duration::from_secs(60)).await;
 
     tx.commit().await.unwrap();
-    let (seen, _) = read_until(&reader, 1, Duration::from_secs(10)).await;
+    let (seen, _) = read_until(&reader, 1, Duration::from_secs(60)).await;
     assert_eq!(seen.highest(early.to_string().as_bytes()), 1, "the row committed late is published");
-    relay.stop(Duration::from_secs(10)).await;
+    relay.stop(Duration::from_secs(30)).await;
 }
 
 #[tokio::test]
@@ -107,7 +109,7 @@ async fn replicas_share_the_shards_and_take_over_from_a_stopped_one() {
         let total: usize = sets.iter().map(BTreeSet::len).sum();
         all.len() == SHARDS && total == SHARDS && sets.iter().all(|s| s.len() <= share)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // Each replica sees the others at its next membership read: wait for both.
     while !(balanced(&owned(&relays), SHARDS.div_ceil(3)) && relays.iter().all(|r| r.status.members() == 3)) {
         assert!(
@@ -127,20 +129,20 @@ async fn replicas_share_the_shards_and_take_over_from_a_stopped_one() {
     let writing = world.write(&orders, 10, 10);
     let stopping = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        leaving.stop(Duration::from_secs(10)).await;
+        leaving.stop(Duration::from_secs(30)).await;
     };
     tokio::join!(writing, stopping);
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !balanced(&owned(&relays), SHARDS.div_ceil(2)) {
         assert!(tokio::time::Instant::now() < deadline, "not taken over: {:?}", owned(&relays));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (seen, _) = read_until(&reader, 300, Duration::from_secs(30)).await;
+    let (seen, _) = read_until(&reader, 300, Duration::from_secs(60)).await;
     assert_eq!(seen.distinct(), 300, "{seen:?}");
     assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
     for relay in relays {
-        relay.stop(Duration::from_secs(10)).await;
+        relay.stop(Duration::from_secs(30)).await;
     }
 }
 
@@ -150,33 +152,57 @@ async fn shutdown_with_the_broker_unreachable_clears_no_unacknowledged_row() {
     let broker = orders_testkit::kafka::bootstrap_servers().parse().unwrap();
     let proxy = TcpProxy::kafka(broker).await;
     let relay = Running::start(world.relay_via(&proxy.addr().to_string(), World::options()));
-    relay.wait_for_shards(SHARDS, Duration::from_secs(10)).await;
+    relay.wait_for_shards(SHARDS, Duration::from_secs(60)).await;
     let reader = world.reader();
     let before: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
     world.write(&before, 5, 10).await;
-    let (seen, _) = read_until(&reader, 50, Duration::from_secs(30)).await;
+    let (seen, _) = read_until(&reader, 50, Duration::from_secs(60)).await;
     assert_eq!(seen.distinct(), 50, "published through the proxy");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while world.outbox_rows().await > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "acknowledged rows are cleared");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    world.wait_drained(Duration::from_secs(60)).await;
 
     proxy.cut();
     let during: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
     world.write(&during, 10, 10).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    // The rows are read and produced, and their batch waits for acknowledgements that
+    // cannot come: the relay reports the stall once it waited the stall threshold (1 s).
+    // Generous: on a cold, loaded machine the first batch after the cut may take a while
+    // to be read and handed to the producer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while relay.status.check().is_ok() {
         assert!(tokio::time::Instant::now() < deadline, "the relay reports the stall");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    relay.stop(Duration::from_secs(10)).await;
+    relay.stop(Duration::from_secs(30)).await;
     assert_eq!(world.outbox_rows().await, 100, "no row is cleared without an acknowledgement");
 
     proxy.restore().await;
     let relay = Running::start(world.relay(World::options()));
-    let (seen, _) = read_until(&reader, 100, Duration::from_secs(30)).await;
+    let (seen, _) = read_until(&reader, 100, Duration::from_secs(60)).await;
     assert_eq!(seen.distinct(), 100, "{seen:?}");
     assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
-    relay.stop(Duration::from_secs(10)).await;
+    relay.stop(Duration::from_secs(30)).await;
+}
+
+/// A relay cut off by a silent network partition must not keep its shards for hours:
+/// the server's end of the lease session gets short TCP keepalives and a user timeout.
+#[tokio::test]
+async fn the_lease_session_has_short_server_side_keepalives() {
+    let world = World::new().await;
+    let keepalive = SessionKeepalive {
+        idle: Duration::from_secs(7),
+        interval: Duration::from_secs(3),
+        retries: 4,
+        user_timeout: Duration::from_secs(20),
+    };
+    let relay = Running::start(world.relay(RelayOptions { lease_keepalive: keepalive, ..World::options() }));
+    relay.wait_connected(Duration::from_secs(60)).await;
+    assert_eq!(relay.status.lease_keepalive(), Some(keepalive), "the server reports them in effect");
+    relay.stop(Duration::from_secs(30)).await;
+
+    let relay = Running::start(world.relay(World::options()));
+    relay.wait_connected(Duration::from_secs(60)).await;
+    let defaults = SessionKeepalive::default();
+    assert_eq!(relay.status.lease_keepalive(), Some(defaults), "the defaults are short too");
+    assert!(defaults.idle + defaults.interval * defaults.retries <= Duration::from_secs(60));
+    relay.stop(Duration::from_secs(30)).await;
 }

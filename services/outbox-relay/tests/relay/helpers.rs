@@ -2,10 +2,14 @@
 //! `orders` topic, relay binaries as child processes, writers that fill the outbox the
 //! way command-service does, and a reader that checks per-order order.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::StreamExt;
-use orders_eventstore::{Append, EventStore, NewEvent, Options, OutboxMessage, outbox_shard};
+use orders_eventstore::{EventStore, Options, outbox_shard, test_support::TestEvent};
 use orders_testkit::{
     kafka::TestKafka, postgres::TestDatabase, process::ServiceProcess, sequence::Sequences,
 };
@@ -56,46 +60,75 @@ impl World {
     /// Starts a relay with `env` and waits until it is ready.
     pub(crate) async fn start_relay(&self, env: &[(String, String)]) -> ServiceProcess {
         let mut relay = ServiceProcess::start(EXE, "ADMIN_ADDR", env);
-        relay.wait_for("/readyz", 200, Duration::from_secs(30)).await;
+        relay.wait_for("/readyz", 200, Duration::from_secs(60)).await;
         relay
     }
 
     /// Appends version `version` of `order`: one event and its outbox row, in one
     /// transaction with a NOTIFY, as command-service does.
     pub(crate) async fn append(&self, order: Uuid, version: u64) {
-        let event = NewEvent {
-            event_id: Uuid::now_v7(),
-            version,
-            event_type: "OrderTouched".into(),
-            payload: version.to_string().into_bytes(),
-        };
-        let message = OutboxMessage {
-            topic: self.topic.clone(),
-            key: order.to_string().into_bytes(),
-            payload: version.to_string().into_bytes(),
-            headers: BTreeMap::from([
-                ("traceparent".into(), format!("00-{}-{version:016x}-01", order.simple())),
-                ("event-type".into(), "OrderTouched".into()),
-            ]),
-        };
-        let append = Append {
-            stream_id: order,
-            expected_version: version - 1,
-            events: &[event],
-            outbox: &[message],
-            snapshot: None,
-            idempotency: None,
-        };
-        // The database may be briefly unreachable in fault tests: a writer retries.
-        for attempt in 0.. {
-            match self.store.append(append).await {
+        self.append_event(TestEvent::new(&self.topic, order, version)).await;
+    }
+
+    /// Appends `event`. The database may be briefly unreachable in fault tests: a
+    /// writer retries transient failures, with backoff, for about a minute.
+    pub(crate) async fn append_event(&self, event: TestEvent) {
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(1))
+            .with_jitter()
+            .with_total_delay(Some(Duration::from_secs(60)))
+            .without_max_times()
+            .build();
+        loop {
+            match event.append(&self.store).await {
                 Ok(()) => return,
-                Err(e) if e.is_transient() && attempt < 50 => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => panic!("append {order} v{version}: {e}"),
+                Err(e) if e.is_transient() => match backoff.next() {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => panic!("append {} v{}: {e}", event.order, event.version),
+                },
+                Err(e) => panic!("append {} v{}: {e}", event.order, event.version),
             }
         }
+    }
+
+    /// Version `version` of `order` with a 200,000-byte payload: more than a producer
+    /// with `message.max.bytes=100000` takes, less than the broker does.
+    pub(crate) fn oversized(&self, order: Uuid, version: u64) -> TestEvent {
+        let mut payload = version.to_string().into_bytes();
+        payload.resize(200_000, b' ');
+        TestEvent::new(&self.topic, order, version).payload(payload)
+    }
+
+    /// The shards each relay's lease session holds, by backend pid.
+    pub(crate) async fn shard_owners(&self) -> BTreeMap<i32, BTreeSet<i32>> {
+        let client = self.db.pool().get().await.expect("connection");
+        let namespace = i64::from(orders_outbox::RelayOptions::default().lock_namespace);
+        client
+            .query(
+                "SELECT pid, array_agg(objid::BIGINT::INTEGER) FROM pg_locks
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND classid::BIGINT = $1 AND objid::BIGINT < 2147483647
+                 GROUP BY pid",
+                &[&namespace],
+            )
+            .await
+            .expect("pg_locks")
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, Vec<i32>>(1).into_iter().collect()))
+            .collect()
+    }
+
+    /// The rows of `shards` in the outbox.
+    pub(crate) async fn rows_in(&self, shards: &BTreeSet<i32>) -> i64 {
+        let client = self.db.pool().get().await.expect("connection");
+        let shards: Vec<i32> = shards.iter().copied().collect();
+        client
+            .query_one("SELECT count(*) FROM outbox WHERE shard = ANY($1)", &[&shards])
+            .await
+            .expect("count")
+            .get(0)
     }
 
     /// Appends versions `1..=versions` of every order, round by round (version 1 of
@@ -179,7 +212,7 @@ pub(crate) async fn read_until(
         let message = message.expect("consume");
         let version = std::str::from_utf8(message.payload().expect("payload"))
             .ok()
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.trim_end().parse().ok())
             .expect("a version");
         seen.observe(message.key().expect("key"), version);
     }
@@ -205,6 +238,18 @@ pub(crate) async fn metric(relay: &ServiceProcess, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Runs `outbox-relay quarantine <args>` with `env`; returns the exit code and stdout
+/// and stderr.
+pub(crate) async fn quarantine_command(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+    let mut command = std::process::Command::new(EXE);
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).arg("quarantine").args(args);
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
 }
 
 /// Polls `/readyz` until it answers `status`; returns the names of the failing checks.
