@@ -79,6 +79,21 @@ pub trait ServiceConfig: clap::Parser {
     fn runtime(&self) -> &config::RuntimeArgs;
 }
 
+/// Implements [`ServiceConfig`] for a service's configuration struct, which must have
+/// a `runtime: RuntimeArgs` field: `orders_runtime::service_config!(Config, "my-service");`.
+#[macro_export]
+macro_rules! service_config {
+    ($config:ty, $name:expr) => {
+        impl $crate::ServiceConfig for $config {
+            const NAME: &'static str = $name;
+
+            fn runtime(&self) -> &$crate::config::RuntimeArgs {
+                &self.runtime
+            }
+        }
+    };
+}
+
 /// The whole life of a service binary: telemetry, `build` (which registers probes,
 /// the HTTP server and background tasks on the [`Runtime`]), then run until a signal
 /// and shut down in order. Returns the process exit code: 0 after a clean stop, 1 when

@@ -40,6 +40,17 @@ impl SessionArgs {
             parameters: Vec::new(),
         }
     }
+
+    /// A pool of at most `max_size` connections to `url`, named `application_name`,
+    /// each session with these limits.
+    pub fn pool(
+        &self,
+        url: &DatabaseUrl,
+        max_size: usize,
+        application_name: &str,
+    ) -> crate::Result<deadpool_postgres::Pool> {
+        pool(url, max_size, application_name, &self.session())
+    }
 }
 
 /// A pool of at most `max_size` connections to `url`, named `application_name`, each

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use orders_eventstore::{EventStore, GroupCommit, Options};
 use orders_runtime::{
-    CancellationToken, Probe, Runtime, ServiceConfig,
+    CancellationToken, Probe, Runtime,
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     postgres::{self, DatabaseUrl},
@@ -132,23 +132,12 @@ pub enum Command {
     Migrate,
 }
 
-impl ServiceConfig for Config {
-    const NAME: &'static str = SERVICE;
-
-    fn runtime(&self) -> &RuntimeArgs {
-        &self.runtime
-    }
-}
+orders_runtime::service_config!(Config, SERVICE);
 
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
 /// the HTTP server is bound to.
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
-    let pool = postgres::pool(
-        &config.database_url,
-        config.database_pool_size,
-        SERVICE,
-        &config.database_session.session(),
-    )?;
+    let pool = config.database_session.pool(&config.database_url, config.database_pool_size, SERVICE)?;
     let notify_channel = Some(config.notify_channel.clone()).filter(|c| !c.is_empty());
     let group_commit = (config.group_commit_workers > 0).then_some(GroupCommit {
         committers: config.group_commit_workers,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use orders_runtime::{
-    Probe, Runtime, ServiceConfig,
+    Probe, Runtime,
     config::RuntimeArgs,
     kafka::KafkaArgs,
     postgres::{self, DatabaseUrl},
@@ -67,23 +67,12 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
-impl ServiceConfig for Config {
-    const NAME: &'static str = SERVICE;
-
-    fn runtime(&self) -> &RuntimeArgs {
-        &self.runtime
-    }
-}
+orders_runtime::service_config!(Config, SERVICE);
 
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
 /// the HTTP server is bound to.
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
-    let pool = postgres::pool(
-        &config.database_url,
-        config.database_pool_size,
-        SERVICE,
-        &config.database_session.session(),
-    )?;
+    let pool = config.database_session.pool(&config.database_url, config.database_pool_size, SERVICE)?;
     rt.add_probe(Probe::postgres("postgres", pool));
     rt.add_probe(Probe::kafka(
         "kafka",

@@ -27,7 +27,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use orders_outbox::{Relay, RelayOptions, SessionKeepalive};
 use orders_runtime::{
-    Probe, Runtime, ServiceConfig,
+    Probe, Runtime,
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     postgres::{self, DatabaseUrl},
@@ -147,13 +147,7 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
-impl ServiceConfig for Config {
-    const NAME: &'static str = SERVICE;
-
-    fn runtime(&self) -> &RuntimeArgs {
-        &self.runtime
-    }
-}
+orders_runtime::service_config!(Config, SERVICE);
 
 impl Config {
     /// The relay's options from this configuration.
@@ -186,12 +180,7 @@ impl Config {
 pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAddr> {
     use anyhow::Context as _;
 
-    let pool = postgres::pool(
-        &config.database_url,
-        config.database_pool_size,
-        SERVICE,
-        &config.database_session.session(),
-    )?;
+    let pool = config.database_session.pool(&config.database_url, config.database_pool_size, SERVICE)?;
     let mut session = config.database_url.config().clone();
     // The relay sets the session's keepalives itself (on both ends), from the options.
     session.application_name(format!("{SERVICE} leases")).connect_timeout(Duration::from_secs(5));

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use orders_runtime::{Probe, Runtime, ServiceConfig, config::RuntimeArgs, kafka::KafkaArgs};
+use orders_runtime::{Probe, Runtime, config::RuntimeArgs, kafka::KafkaArgs};
 
 /// The service's name in logs, metrics and health answers.
 pub const SERVICE: &str = "stats-aggregator";
@@ -46,13 +46,7 @@ pub struct Config {
     pub runtime: RuntimeArgs,
 }
 
-impl ServiceConfig for Config {
-    const NAME: &'static str = SERVICE;
-
-    fn runtime(&self) -> &RuntimeArgs {
-        &self.runtime
-    }
-}
+orders_runtime::service_config!(Config, SERVICE);
 
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
 /// the HTTP server is bound to.
