@@ -55,6 +55,19 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{value}` is not a duration ({e}); write for example 500ms, 5s or 2m"))
 }
 
+/// [`RuntimeArgs`] parsed from `args` (flags after the program name), for tests.
+#[cfg(test)]
+pub(crate) fn test_args(args: &[&str]) -> RuntimeArgs {
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+    Cli::try_parse_from(std::iter::once("svc").chain(args.iter().copied())).expect("valid args").runtime
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -296,17 +296,9 @@ async fn first_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        runtime: RuntimeArgs,
-    }
 
     fn runtime(timeout: &str) -> Runtime {
-        let cli = Cli::try_parse_from(["svc", "--shutdown-timeout", timeout]).expect("valid args");
-        Runtime::new("test", &cli.runtime)
+        Runtime::new("test", &crate::config::test_args(&["--shutdown-timeout", timeout]))
     }
 
     #[tokio::test]
