@@ -8,8 +8,12 @@
 //! - `GET /queries/users/{user_id}/stats` → order counts by status, and spending by
 //!   currency (orders paid and not cancelled: count, total, average).
 //!
-//! Unknown order or user: `404`; a malformed id or parameter, or a parameter the route
-//! does not take: `400`. Errors are `application/problem+json` ([`crate::problem`]).
+//! Unknown order or user: `404`; an order whose first event has not arrived while later
+//! ones have (they wait for it, see [`crate::project`]): `404` with problem type
+//! `/problems/missing-events`, its `missing_version` and `parked_versions`, and
+//! `Retry-After: 1`. A view with a gap answers `200` with `missing_version` (the version
+//! it waits for) and `parked_versions`. A malformed id or parameter, or a parameter the
+//! route does not take: `400`. Errors are `application/problem+json` ([`crate::problem`]).
 //!
 //! # Read-your-writes: `?min_version=N`
 //!
@@ -83,7 +87,7 @@ async fn order(
     let Some(min_version) = min_version else {
         return match state.queries.order(order_id).await? {
             Some(view) => Ok(answer(&view, false)),
-            None => Err(QueryError::NotFound(format!("order {order_id} is not in the read model"))),
+            None => Err(absent(&state, order_id, None).await),
         };
     };
     let deadline = tokio::time::Instant::now() + state.min_version_timeout;
@@ -95,11 +99,7 @@ async fn order(
         if reached || tokio::time::Instant::now() >= deadline {
             return match view {
                 Some(view) => Ok(answer(&view, !reached)),
-                None => Err(QueryError::NotYetVisible(format!(
-                    "order {order_id} is not in the read model yet (waited {:?} for version {min_version}); \
-                     retry",
-                    state.min_version_timeout
-                ))),
+                None => Err(absent(&state, order_id, Some(min_version)).await),
             };
         }
         tokio::select! {
@@ -107,6 +107,25 @@ async fn order(
             () = tokio::time::sleep(RECHECK) => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
+    }
+}
+
+/// Why an order has no view: its first event is missing while later ones wait (parked),
+/// or the read model has never seen it (`min_version`: not yet).
+async fn absent(state: &QueryState, order_id: Uuid, min_version: Option<u64>) -> QueryError {
+    let parked_versions = match state.queries.parked_versions(order_id).await {
+        Ok(parked) => parked,
+        Err(e) => return e,
+    };
+    if !parked_versions.is_empty() {
+        return QueryError::MissingEvents { order_id, missing_version: 1, parked_versions };
+    }
+    match min_version {
+        None => QueryError::NotFound(format!("order {order_id} is not in the read model")),
+        Some(min_version) => QueryError::NotYetVisible(format!(
+            "order {order_id} is not in the read model yet (waited {:?} for version {min_version}); retry",
+            state.min_version_timeout
+        )),
     }
 }
 

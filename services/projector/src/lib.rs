@@ -3,10 +3,11 @@
 //! serves the query API.
 //!
 //! Layout:
-//! - [`model`]: the projection's rules, pure: versions (duplicates skipped, gaps
-//!   refused), order views, per-user statistics;
+//! - [`model`]: the projection's rules, pure: versions (duplicates skipped, events
+//!   after a gap parked until it closes), order views, per-user statistics;
 //! - [`project`]: the `orders_projection::Handler` that decodes a partition batch and
-//!   writes it with a few set-based statements;
+//!   writes it with a few set-based statements, parked events included;
+//! - [`gaps`]: the gauges of the events waiting for a missing version;
 //! - [`schema`]: the read model's schema, migrations and connection pools;
 //! - [`rebuild`]: `projector rebuild`, a fresh read model swapped in atomically;
 //! - [`query`], [`http`], [`problem`]: the query API and its errors.
@@ -20,6 +21,7 @@
 //! `projector migrate` applies them and exits, for a Kubernetes Job; `projector rebuild`
 //! rebuilds the read model and exits.
 
+pub mod gaps;
 pub mod http;
 pub mod model;
 pub mod problem;
@@ -215,6 +217,11 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
             projection.on_commit(move |_| committed.notify_waiters());
             projection.run(token).await.context("projecting orders")
         }
+    });
+
+    rt.spawn("gap-gauges", {
+        let pool = query_pool.clone();
+        move |token| gaps::run(pool, token)
     });
 
     let state = web::Data::new(http::QueryState {

@@ -168,7 +168,11 @@ impl World {
 pub async fn dump(pool: &deadpool_postgres::Pool, schema: &str) -> Vec<String> {
     let client = pool.get().await.unwrap();
     let mut rows = Vec::new();
-    for (table, key) in [("order_views", "order_id"), ("user_stats", "user_id, currency, partition")] {
+    for (table, key) in [
+        ("order_views", "order_id"),
+        ("user_stats", "user_id, currency, partition"),
+        ("parked_events", "order_id, version"),
+    ] {
         let sql = format!("SELECT row_to_json(t)::text FROM {schema}.{table} t ORDER BY {key}");
         rows.extend(
             client
