@@ -94,6 +94,9 @@ pub struct Committed<'a> {
     pub next_offset: i64,
     /// How many records the batch held.
     pub records: usize,
+    /// The records themselves, oldest first (for example to wake read-your-writes
+    /// waiters by key).
+    pub batch: &'a [Record],
     /// For each record with a timestamp, the time from that timestamp to the commit.
     pub latencies: &'a [Duration],
 }
@@ -271,8 +274,8 @@ struct Shared<H> {
     meters: Meters,
 }
 
-/// A batch in flight: its partition and state generation, its size, how it ended.
-type Finished = (i32, u64, usize, Applied);
+/// A batch in flight: its partition and state generation, its records, how it ended.
+type Finished = (i32, u64, Vec<Record>, Applied);
 
 /// A projection of one topic into PostgreSQL through a [`Handler`]. See the
 /// [crate docs](crate).
@@ -577,9 +580,8 @@ impl<H: Handler> Projection<H> {
             let shared = Arc::clone(&self.shared);
             let token = token.clone();
             let task = tokio::spawn(async move {
-                let count = records.len();
                 let applied = shared.apply_with_retry(partition, expected, &records, &token).await;
-                (partition, generation, count, applied)
+                (partition, generation, records, applied)
             });
             self.tasks.insert(task.id(), partition);
             in_flight.push(task);
@@ -588,7 +590,7 @@ impl<H: Handler> Projection<H> {
 
     /// Records how a batch ended.
     fn finish(&mut self, finished: std::result::Result<Finished, tokio::task::JoinError>) {
-        let (partition, generation, count, applied) = match finished {
+        let (partition, generation, records, applied) = match finished {
             Ok(finished) => finished,
             Err(e) => {
                 // The batch task panicked: a bug. Its partition starts over from the
@@ -605,6 +607,7 @@ impl<H: Handler> Projection<H> {
         };
         self.tasks.retain(|_, p| *p != partition);
         self.busy.remove(&partition);
+        let count = records.len();
         let meters = self.shared.meters.clone();
         let current = self.partitions.get(&partition).is_some_and(|s| s.generation == generation);
         match applied {
@@ -617,7 +620,13 @@ impl<H: Handler> Projection<H> {
                     meters.latency.record(latency.as_secs_f64());
                 }
                 if let Some(observer) = &self.observer {
-                    observer(&Committed { partition, next_offset, records: count, latencies: &latencies });
+                    observer(&Committed {
+                        partition,
+                        next_offset,
+                        records: count,
+                        batch: &records,
+                        latencies: &latencies,
+                    });
                 }
                 if current && self.mode == Mode::Group {
                     // A hint for where the fetcher starts after a restart; positions in
@@ -896,6 +905,32 @@ impl<H: Handler> Shared<H> {
     }
 }
 
+/// The partitions of `topic`, from the brokers' metadata (a client made from `config`).
+/// [`Error::UnknownTopic`] when it does not exist or has none.
+pub async fn topic_partitions(config: &ClientConfig, topic: &str) -> Result<Vec<i32>> {
+    let (config, topic) = (config.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        partitions_of(&client, &topic)
+    })
+    .await
+    .map_err(|_| Error::Usage("reading the topic's metadata panicked"))?
+}
+
+fn partitions_of(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(Error::UnknownTopic(topic.to_string()));
+    }
+    Ok(partitions)
+}
+
 /// The partitions of the topic (from the brokers' metadata) and the low watermark of
 /// each: where a partition without a stored position starts. An explicit offset, because
 /// librdkafka resolves `Offset::Beginning` with a lookup that costs about half a second.
@@ -905,17 +940,7 @@ async fn partitions_and_starts(settings: &Settings) -> Result<BTreeMap<i32, i64>
     tokio::task::spawn_blocking(move || {
         let client: BaseConsumer = config.create()?;
         let timeout = Duration::from_secs(10);
-        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        if partitions.is_empty() {
-            return Err(Error::UnknownTopic(topic));
-        }
-        partitions
+        partitions_of(&client, &topic)?
             .into_iter()
             .map(|partition| Ok((partition, client.fetch_watermarks(&topic, partition, timeout)?.0)))
             .collect()

@@ -93,7 +93,7 @@ mod positions;
 
 use std::time::Duration;
 
-pub use consumer::{Committed, Projection, Settings, consumer_config};
+pub use consumer::{Committed, Projection, Settings, consumer_config, topic_partitions};
 use deadpool_postgres::Transaction;
 
 /// DDL of the positions table (see the [crate docs](crate)).

@@ -10,7 +10,8 @@
 //! - [`gaps`]: the gauges of the events waiting for a missing version;
 //! - [`schema`]: the read model's schema, migrations and connection pools;
 //! - [`rebuild`]: `projector rebuild`, a fresh read model swapped in atomically;
-//! - [`query`], [`http`], [`problem`]: the query API and its errors.
+//! - [`query`], [`http`], [`problem`]: the query API and its errors;
+//! - [`waiters`]: read-your-writes (`?min_version=`) waiters, woken per order.
 //!
 //! The consume loop itself (batching, positions stored with the batch and sought to on
 //! assignment, dead letters, lag and latency metrics) is the generic
@@ -29,6 +30,7 @@ pub mod project;
 pub mod query;
 pub mod rebuild;
 pub mod schema;
+pub mod waiters;
 
 use std::{
     net::SocketAddr,
@@ -41,6 +43,7 @@ use std::{
 
 use actix_web::web;
 use anyhow::Context as _;
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use clap::{Parser, Subcommand};
 use orders_projection::{Projection, Settings};
 use orders_runtime::{
@@ -49,9 +52,8 @@ use orders_runtime::{
     kafka::KafkaArgs,
     postgres::DatabaseUrl,
 };
-use tokio::sync::Notify;
 
-use crate::{project::ReadModel, schema::PoolOptions};
+use crate::{project::ReadModel, schema::PoolOptions, waiters::Waiters};
 
 /// The service's name in logs, metrics and health answers.
 pub const SERVICE: &str = "projector";
@@ -110,6 +112,11 @@ pub struct Config {
     /// Longest wait of a query with `?min_version=` for the view to reach that version.
     #[arg(long, env = "MIN_VERSION_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub min_version_timeout: Duration,
+
+    /// Most queries with `?min_version=` waiting at once; one more answers at once, with
+    /// the staleness visible, as when the wait runs out.
+    #[arg(long, env = "MIN_VERSION_MAX_WAITERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_version_max_waiters: u32,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -201,10 +208,11 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         vec![config.orders_topic.clone(), config.dead_letter_topic.clone()],
     )?);
 
-    let committed = Arc::new(Notify::new());
+    let waiters = Waiters::new(config.min_version_max_waiters as usize);
     let settings = projection_settings(&config);
+    spawn_partition_count(&settings, Arc::clone(&waiters), rt.shutdown_token());
     rt.spawn("projection", {
-        let committed = Arc::clone(&committed);
+        let waiters = Arc::clone(&waiters);
         move |token| async move {
             while !migrated.load(Ordering::Acquire) {
                 tokio::select! {
@@ -214,7 +222,9 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
             }
             let mut projection = Projection::subscribe(settings, apply_pool, ReadModel)
                 .context("starting the orders consumer")?;
-            projection.on_commit(move |_| committed.notify_waiters());
+            projection.on_commit(move |committed| {
+                waiters.committed(committed.batch.iter().map(|record| record.key.as_deref()));
+            });
             projection.run(token).await.context("projecting orders")
         }
     });
@@ -226,18 +236,49 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
 
     let state = web::Data::new(http::QueryState {
         queries: query::Queries::new(query_pool),
-        committed,
+        waiters,
         min_version_timeout: config.min_version_timeout,
     });
     let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
     Ok(addr)
 }
 
+/// Reads the topic's partition count in the background (retrying while Kafka is down),
+/// for the `min_version` waiters.
+fn spawn_partition_count(settings: &Settings, waiters: Arc<Waiters>, token: CancellationToken) {
+    let (config, topic) = (settings.consumer.clone(), settings.topic.clone());
+    tokio::spawn(async move {
+        let mut delays = retry_delays();
+        loop {
+            match orders_projection::topic_partitions(&config, &topic).await {
+                Ok(partitions) => return waiters.set_partitions(partitions.len()),
+                Err(e) => tracing::warn!(error = %e, "reading the topic's partition count failed; retrying"),
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))) => {}
+            }
+        }
+    });
+}
+
+/// The backoff of the service's background retries: 200 ms doubling to 10 s, with
+/// jitter, forever.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Applies migrations in the background, retrying while the database is down.
 fn spawn_migrations(url: DatabaseUrl, migrated: Arc<AtomicBool>, token: CancellationToken) {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
+        let mut delays = retry_delays();
         loop {
+            let delay = delays.next().unwrap_or(Duration::from_secs(10));
             match schema::migrate(&url).await {
                 Ok(()) => {
                     migrated.store(true, Ordering::Release);
@@ -251,7 +292,6 @@ fn spawn_migrations(url: DatabaseUrl, migrated: Arc<AtomicBool>, token: Cancella
                 () = token.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     });
 }

@@ -81,7 +81,8 @@ impl Handler for ReadModel {
             events.iter().map(|(_, e)| e.order_id.as_uuid()).collect::<BTreeSet<_>>().into_iter().collect();
         let (current, parked) = futures::try_join!(load_views(tx, &ids), load_parked(tx, &ids))?;
         let plan = model::plan(current, &parked, &events);
-        write(tx, &plan, batch).await?;
+        let occurred_to = events.iter().map(|(_, e)| e.occurred_at).max();
+        futures::try_join!(write(tx, &plan, batch), advance_clock(tx, batch.partition, occurred_to))?;
 
         if plan.duplicates > 0 {
             metrics::counter!("projector_duplicate_events_total").increment(plan.duplicates as u64);
@@ -183,6 +184,19 @@ async fn write(tx: &Transaction<'_>, plan: &Plan, batch: &Batch<'_>) -> Result<(
         park(tx, plan, batch),
         unpark(tx, plan),
     )?;
+    Ok(())
+}
+
+/// Moves the partition's clock (`partition_clock`) to the batch's latest event time: how
+/// a query for an unknown order knows that it is not coming (see [`crate::waiters`]).
+async fn advance_clock(
+    tx: &Transaction<'_>,
+    partition: i32,
+    occurred_to: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let Some(occurred_to) = occurred_to else { return Ok(()) };
+    let stmt = tx.prepare_cached(include_str!("sql/advance_clock.sql")).await?;
+    tx.execute(&stmt, &[&partition, &occurred_to]).await?;
     Ok(())
 }
 

@@ -240,6 +240,20 @@ impl Queries {
         }))
     }
 
+    /// Whether `partitions` partitions all have a clock at or past `after` (see
+    /// [`crate::waiters`]).
+    pub async fn all_partitions_past(
+        &self,
+        after: DateTime<Utc>,
+        partitions: usize,
+    ) -> Result<bool, QueryError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(include_str!("sql/partitions_past.sql")).await?;
+        let row = client.query_one(&stmt, &[&after]).await?;
+        let (with_clock, past): (i64, i64) = (row.get("partitions"), row.get("past"));
+        Ok(partitions > 0 && usize::try_from(past).is_ok_and(|p| p >= partitions) && with_clock == past)
+    }
+
     /// The parked versions of an order (events waiting for a missing version), oldest
     /// first: for an order without a view, they show that its first event is missing.
     #[tracing::instrument(skip_all, fields(order_id = %order_id))]
