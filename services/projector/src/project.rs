@@ -54,8 +54,16 @@ pub enum StoreError {
     #[error("{0} order views changed concurrently; retrying the batch")]
     Concurrent(u64),
     /// A parked event's stored value no longer decodes (it did when it was parked).
-    #[error("parked event {0} version {1} does not decode: {2}")]
-    CorruptParked(Uuid, i64, String),
+    #[error("parked event of order {order_id} version {version} does not decode: {source}")]
+    CorruptParked {
+        /// Its order.
+        order_id: Uuid,
+        /// Its version.
+        version: i64,
+        /// Why.
+        #[source]
+        source: orders_events::DecodeError,
+    },
 }
 
 /// The read model's handler. Cheap to clone.
@@ -167,8 +175,11 @@ async fn load_parked(
         let order_id: Uuid = row.get("order_id");
         let version: i64 = row.get("version");
         let payload: &[u8] = row.get("payload");
-        let (_, event) =
-            decode_event(payload).map_err(|e| StoreError::CorruptParked(order_id, version, e.to_string()))?;
+        let (_, event) = decode_event(payload).map_err(|source| StoreError::CorruptParked {
+            order_id,
+            version,
+            source,
+        })?;
         parked.entry(order_id).or_default().push(event);
     }
     Ok(parked)

@@ -172,6 +172,7 @@ pub async fn dump(pool: &deadpool_postgres::Pool, schema: &str) -> Vec<String> {
         ("order_views", "order_id"),
         ("user_stats", "user_id, currency, partition"),
         ("parked_events", "order_id, version"),
+        ("partition_clock", "partition"),
     ] {
         let sql = format!("SELECT row_to_json(t)::text FROM {schema}.{table} t ORDER BY {key}");
         rows.extend(
