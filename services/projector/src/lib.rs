@@ -7,7 +7,8 @@
 //!   after a gap parked until it closes), order views, per-user statistics;
 //! - [`project`]: the `orders_projection::Handler` that decodes a partition batch and
 //!   writes it with a few set-based statements, parked events included;
-//! - [`gaps`]: the gauges of the events waiting for a missing version;
+//! - [`parked`]: events after a version gap, waiting for it to close; [`gaps`]: their
+//!   gauges;
 //! - [`schema`]: the read model's schema, migrations and connection pools;
 //! - [`rebuild`]: `projector rebuild`, a fresh read model swapped in atomically;
 //! - [`query`], [`http`], [`problem`]: the query API and its errors;
@@ -25,6 +26,7 @@
 pub mod gaps;
 pub mod http;
 pub mod model;
+pub mod parked;
 pub mod problem;
 pub mod project;
 pub mod query;

@@ -6,29 +6,7 @@
 //! orders it touches, run the rules ([`crate::model::plan`]), then write the new and
 //! changed views, the statistics deltas and the parked events with one statement each
 //! (one binary array parameter per column, expanded by `unnest`). Duplicates are
-//! skipped.
-//!
-//! # Events after a version gap
-//!
-//! An event whose order's view is not at the version just before it (an event is
-//! missing: a quarantined outbox row, a re-publication out of order) is *parked* in the
-//! read model's `parked_events` table, by order and version, with the record's value and
-//! origin. It is written in the batch's transaction, so that it commits or rolls back
-//! together with the position that moves past it: exactly once, like the views. The batch
-//! that brings the missing version loads the order's parked events and applies every one
-//! it unblocks, in version order, and deletes their rows, in the same transaction. A
-//! restart loses nothing (the rows are in the database); a rebuild replays the topic into
-//! its own `parked_events` and swaps it in with the views, so the rows always match the
-//! views they wait on.
-//!
-//! While a gap is open it is visible: the view's `missing_version` (the version it waits
-//! for) and `parked_versions` in the query API (an order whose first event is missing
-//! answers `404` with problem type `/problems/missing-events`); the gauges
-//! `projector_parked_events`, `projector_orders_with_gaps` and
-//! `projector_oldest_parked_event_age_seconds` (refreshed from the table every few
-//! seconds, see [`crate::gaps`]); and the counters `projector_version_gaps_total` (events
-//! parked) and `projector_parked_events_applied_total` (events applied when their gap
-//! closed). Parking logs at WARN; a gap that stays open is for an alert on the gauges.
+//! skipped; events after a version gap are parked until it closes ([`crate::parked`]).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -39,7 +17,10 @@ use orders_events::decode_event;
 use orders_projection::{Batch, DeadLetter, Handler, Outcome, Record};
 use uuid::Uuid;
 
-use crate::model::{self, Plan, StatsDelta, View, ViewRow};
+use crate::{
+    model::{self, Plan, StatsDelta, View, ViewRow},
+    parked,
+};
 
 /// Why a batch could not be written (retried by the projection loop).
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +68,7 @@ impl Handler for ReadModel {
         }
         let ids: Vec<Uuid> =
             events.iter().map(|(_, e)| e.order_id.as_uuid()).collect::<BTreeSet<_>>().into_iter().collect();
-        let (current, parked) = futures::try_join!(load_views(tx, &ids), load_parked(tx, &ids))?;
+        let (current, parked) = futures::try_join!(load_views(tx, &ids), parked::load(tx, &ids))?;
         let plan = model::plan(current, &parked, &events);
         let occurred_to = events.iter().map(|(_, e)| e.occurred_at).max();
         futures::try_join!(write(tx, &plan, batch), advance_clock(tx, batch.partition, occurred_to))?;
@@ -163,28 +144,6 @@ async fn load_views(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, 
     Ok(views)
 }
 
-/// The parked events of `ids`, decoded, in version order.
-async fn load_parked(
-    tx: &Transaction<'_>,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<OrderEvent>>, StoreError> {
-    let stmt = tx.prepare_cached(include_str!("sql/load_parked.sql")).await?;
-    let rows = tx.query(&stmt, &[&ids]).await?;
-    let mut parked: HashMap<Uuid, Vec<OrderEvent>> = HashMap::new();
-    for row in rows {
-        let order_id: Uuid = row.get("order_id");
-        let version: i64 = row.get("version");
-        let payload: &[u8] = row.get("payload");
-        let (_, event) = decode_event(payload).map_err(|source| StoreError::CorruptParked {
-            order_id,
-            version,
-            source,
-        })?;
-        parked.entry(order_id).or_default().push(event);
-    }
-    Ok(parked)
-}
-
 /// Writes a plan: its statements are independent, so they are sent together (pipelined
 /// on the transaction's connection).
 async fn write(tx: &Transaction<'_>, plan: &Plan, batch: &Batch<'_>) -> Result<(), StoreError> {
@@ -192,8 +151,8 @@ async fn write(tx: &Transaction<'_>, plan: &Plan, batch: &Batch<'_>) -> Result<(
         insert_views(tx, plan),
         update_views(tx, plan),
         upsert_stats(tx, plan, batch.partition),
-        park(tx, plan, batch),
-        unpark(tx, plan),
+        parked::park(tx, plan, batch),
+        parked::unpark(tx, plan),
     )?;
     Ok(())
 }
@@ -209,55 +168,6 @@ async fn advance_clock(
     let stmt = tx.prepare_cached(include_str!("sql/advance_clock.sql")).await?;
     tx.execute(&stmt, &[&partition, &occurred_to]).await?;
     Ok(())
-}
-
-/// Stores the events of the batch that wait for a missing version.
-async fn park(tx: &Transaction<'_>, plan: &Plan, batch: &Batch<'_>) -> Result<(), StoreError> {
-    if plan.park.is_empty() {
-        return Ok(());
-    }
-    let mut c = ParkColumns::default();
-    for park in &plan.park {
-        let record = &batch.records[park.index];
-        c.order_id.push(park.order_id);
-        c.version.push(i64::try_from(park.version).unwrap_or(i64::MAX));
-        c.partition.push(record.partition);
-        c.offset.push(record.offset);
-        c.record_timestamp.push(record.timestamp_ms.and_then(DateTime::<Utc>::from_timestamp_millis));
-        c.payload.push(record.payload.as_deref().unwrap_or_default());
-        c.event_type.push(park.event_type);
-    }
-    let stmt = tx.prepare_cached(include_str!("sql/park_events.sql")).await?;
-    tx.execute(
-        &stmt,
-        &[&c.order_id, &c.version, &c.event_type, &c.partition, &c.offset, &c.record_timestamp, &c.payload],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Deletes the parked events the batch applied.
-async fn unpark(tx: &Transaction<'_>, plan: &Plan) -> Result<(), StoreError> {
-    if plan.unpark.is_empty() {
-        return Ok(());
-    }
-    let order_id: Vec<Uuid> = plan.unpark.iter().map(|(id, _)| *id).collect();
-    let version: Vec<i64> = plan.unpark.iter().map(|(_, v)| i64::try_from(*v).unwrap_or(i64::MAX)).collect();
-    let stmt = tx.prepare_cached(include_str!("sql/unpark_events.sql")).await?;
-    tx.execute(&stmt, &[&order_id, &version]).await?;
-    Ok(())
-}
-
-/// Parked event rows as one array per column.
-#[derive(Default)]
-struct ParkColumns<'a> {
-    order_id: Vec<Uuid>,
-    version: Vec<i64>,
-    event_type: Vec<&'static str>,
-    partition: Vec<i32>,
-    offset: Vec<i64>,
-    record_timestamp: Vec<Option<DateTime<Utc>>>,
-    payload: Vec<&'a [u8]>,
 }
 
 async fn insert_views(tx: &Transaction<'_>, plan: &Plan) -> Result<(), StoreError> {
