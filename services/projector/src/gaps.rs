@@ -21,15 +21,14 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 
 /// Refreshes the gauges from `pool` (the live read model) until `token` is cancelled.
 pub async fn run(pool: Pool, token: CancellationToken) -> anyhow::Result<()> {
-    let events = metrics::gauge!("projector_parked_events");
-    let orders = metrics::gauge!("projector_orders_with_gaps");
-    let oldest = metrics::gauge!("projector_oldest_parked_event_age_seconds");
     loop {
         match summary(&pool).await {
-            Ok((e, o, age)) => {
-                events.set(e as f64);
-                orders.set(o as f64);
-                oldest.set(age);
+            // Looked up each time, not kept: this task may start before the service
+            // installs its metrics recorder.
+            Ok((events, orders, age)) => {
+                metrics::gauge!("projector_parked_events").set(events as f64);
+                metrics::gauge!("projector_orders_with_gaps").set(orders as f64);
+                metrics::gauge!("projector_oldest_parked_event_age_seconds").set(age);
             }
             // The schema may not be migrated yet, or the database is down: readiness says so.
             Err(e) => tracing::debug!(error = %e, "reading the parked events failed"),

@@ -185,6 +185,9 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         None => {}
     }
 
+    // The recorder before any metric handle: the projection's meters are registered
+    // once, when it starts, which may be before `serve_http` would install it.
+    orders_runtime::metrics::handle();
     let live = |application_name, asynchronous_commit| PoolOptions {
         application_name,
         schema: schema::LIVE,

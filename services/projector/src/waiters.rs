@@ -33,7 +33,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use metrics::{Counter, Gauge};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, futures::Notified};
 use uuid::Uuid;
 
@@ -53,9 +52,6 @@ pub struct Waiters {
     permits: Arc<Semaphore>,
     /// The number of partitions of the topic, once read from Kafka.
     partitions: OnceLock<usize>,
-    waiting: Gauge,
-    reads: Counter,
-    refused: Counter,
 }
 
 /// A registered waiter; unregisters when dropped.
@@ -74,20 +70,17 @@ impl Waiters {
             orders: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(max)),
             partitions: OnceLock::new(),
-            waiting: metrics::gauge!("projector_min_version_waiters"),
-            reads: metrics::counter!("projector_min_version_reads_total"),
-            refused: metrics::counter!("projector_min_version_refused_total"),
         })
     }
 
     /// Registers a waiter for `order_id`; `None` (counted) when the cap is reached.
     pub fn watch(self: &Arc<Self>, order_id: Uuid) -> Option<Watch> {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-            self.refused.increment(1);
+            metrics::counter!("projector_min_version_refused_total").increment(1);
             return None;
         };
         let notify = Arc::clone(self.lock().entry(order_id).or_default());
-        self.waiting.increment(1.0);
+        waiting().increment(1.0);
         Some(Watch { waiters: Arc::clone(self), order_id, notify, _permit: permit })
     }
 
@@ -109,7 +102,7 @@ impl Waiters {
 
     /// Counts a view read by a waiting query.
     pub fn read(&self) {
-        self.reads.increment(1);
+        metrics::counter!("projector_min_version_reads_total").increment(1);
     }
 
     /// Records the topic's partition count (read once, at start).
@@ -142,8 +135,14 @@ impl Drop for Watch {
         if Arc::strong_count(&self.notify) == 2 {
             orders.remove(&self.order_id);
         }
-        self.waiters.waiting.decrement(1.0);
+        waiting().decrement(1.0);
     }
+}
+
+/// The waiters gauge. Looked up at each use, not kept: the registry may be built before
+/// the service installs its metrics recorder.
+fn waiting() -> metrics::Gauge {
+    metrics::gauge!("projector_min_version_waiters")
 }
 
 /// The time after which every partition must be for an unknown `order_id` not to be

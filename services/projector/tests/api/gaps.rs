@@ -2,22 +2,7 @@
 //! the missing version arrives; the gap is visible while it is open; parked events
 //! survive a restart and a rebuild.
 
-use std::time::Duration;
-
-use crate::helpers::{Fate, Produced, TestApp, World, at, interleave, order_events, problem};
-
-/// Waits until `/metrics` has `line` (a gauge refreshed every few seconds).
-async fn wait_for_metric(app: &TestApp, line: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = app.metrics().await;
-        if metrics.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "`{line}` never appeared in:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use crate::helpers::{ChildApp, Fate, Produced, TestApp, World, at, interleave, order_events, problem};
 
 fn records(events: &[&orders_domain::OrderEvent]) -> Vec<Produced> {
     interleave(&[events.iter().map(|e| (*e).clone()).collect()])
@@ -33,7 +18,8 @@ async fn events_after_a_gap_wait_visibly_and_apply_when_it_closes() {
     let (early_id, gapped_id, shuffled_id) = (early[0].order_id, gapped[0].order_id, shuffled[0].order_id);
     world.produce(&records(&[&early[1], &gapped[0], &gapped[2], &shuffled[0], &shuffled[2]])).await;
     world.produce(&records(&[&shuffled[1]])).await;
-    let app = TestApp::spawn(&world, "gaps", &[]).await;
+    // A process of its own: the gauges are process-wide.
+    let app = ChildApp::spawn(&world, "gaps", &[]).await;
     world.wait_caught_up().await;
 
     // v1, v3, v2: every event applied.
@@ -51,8 +37,8 @@ async fn events_after_a_gap_wait_visibly_and_apply_when_it_closes() {
     let body = problem(response, 404).await;
     assert_eq!(body["type"], "/problems/missing-events", "{body}");
     assert_eq!((&body["missing_version"], &body["parked_versions"]), (&1.into(), &serde_json::json!([2])));
-    wait_for_metric(&app, "projector_parked_events 2").await;
-    wait_for_metric(&app, "projector_orders_with_gaps 2").await;
+    app.wait_for_metric("projector_parked_events", 2.0).await;
+    app.wait_for_metric("projector_orders_with_gaps", 2.0).await;
     assert!(app.metrics().await.contains("projector_version_gaps_total"));
     assert_eq!(world.scalar("SELECT count(*) FROM read_model.parked_events").await, 2);
 
@@ -74,8 +60,8 @@ async fn events_after_a_gap_wait_visibly_and_apply_when_it_closes() {
         serde_json::json!({"pending": 0, "paid": 1, "shipped": 2, "cancelled": 0})
     );
     assert_eq!(stats["spent"][0]["total_spent_minor"], 500 + 1000 + 1500, "{stats}");
-    wait_for_metric(&app, "projector_parked_events 0").await;
-    wait_for_metric(&app, "projector_orders_with_gaps 0").await;
+    app.wait_for_metric("projector_parked_events", 0.0).await;
+    app.wait_for_metric("projector_orders_with_gaps", 0.0).await;
     assert_eq!(world.scalar("SELECT count(*) FROM read_model.parked_events").await, 0);
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{Fate, TestApp, World, at, interleave, order_events, problem};
+use crate::helpers::{ChildApp, Fate, TestApp, World, at, interleave, order_events, problem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_shows_its_whole_state_and_history() {
@@ -211,32 +211,14 @@ async fn min_version_waits_for_the_view_or_says_it_is_stale() {
     }
 }
 
-/// The value of an unlabelled metric, if `/metrics` has it.
-async fn metric(app: &TestApp, name: &str) -> Option<f64> {
-    let metrics = app.metrics().await;
-    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Waits until the metric has `value`.
-async fn wait_for_metric(app: &TestApp, name: &str, value: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while metric(app, name).await != Some(value) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never reached {value}: {:?}",
-            metric(app, name).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_min_version_waiter_is_not_woken_by_commits_of_other_orders() {
     let mut world = World::new().await;
     let events = order_events("wake-a", 1, Fate::Paid, at(0));
     let id = events[0].order_id;
     world.produce(&interleave(&[events[..1].to_vec()])).await;
-    let app = TestApp::spawn(&world, "wake", &["--min-version-timeout", "30s"]).await;
+    // A process of its own: the metrics are process-wide.
+    let app = ChildApp::spawn(&world, "wake", &[("MIN_VERSION_TIMEOUT", "30s")]).await;
     world.wait_caught_up().await;
 
     let started = Instant::now();
@@ -247,14 +229,14 @@ async fn a_min_version_waiter_is_not_woken_by_commits_of_other_orders() {
             (response.status(), response.headers().get("x-view-stale").is_some())
         })
     };
-    wait_for_metric(&app, "projector_min_version_waiters", 1.0).await;
+    app.wait_for_metric("projector_min_version_waiters", 1.0).await;
     // Forty batches of other orders commit while it waits.
     for i in 0..40 {
         world.produce(&interleave(&[order_events("wake-b", 1, Fate::Pending, at(i))[..1].to_vec()])).await;
         world.wait_caught_up().await;
     }
     assert!(!waiting.is_finished(), "the waiter answered before its order reached version 2");
-    let reads = metric(&app, "projector_min_version_reads_total").await.expect("reads are counted");
+    let reads = app.metric("projector_min_version_reads_total").await.expect("reads are counted");
     // Its own re-reads only: a handful on the backoff, then one a second.
     let bound = 6.0 + started.elapsed().as_secs_f64();
     assert!(reads <= bound, "{reads} reads in {:?}: woken by other orders' commits", started.elapsed());
@@ -262,7 +244,7 @@ async fn a_min_version_waiter_is_not_woken_by_commits_of_other_orders() {
     world.produce(&interleave(&[events[1..].to_vec()])).await;
     let (status, stale) = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap();
     assert_eq!((status.as_u16(), stale), (200, false));
-    wait_for_metric(&app, "projector_min_version_waiters", 0.0).await;
+    app.wait_for_metric("projector_min_version_waiters", 0.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,9 +273,9 @@ async fn min_version_waiters_over_the_cap_answer_at_once_with_the_staleness_visi
     let events = order_events("capped", 1, Fate::Paid, at(0));
     let id = events[0].order_id;
     world.produce(&interleave(&[events[..1].to_vec()])).await;
-    let app =
-        TestApp::spawn(&world, "cap", &["--min-version-timeout", "30s", "--min-version-max-waiters", "1"])
-            .await;
+    // A process of its own: the metrics are process-wide.
+    let env = [("MIN_VERSION_TIMEOUT", "30s"), ("MIN_VERSION_MAX_WAITERS", "1")];
+    let app = ChildApp::spawn(&world, "cap", &env).await;
     world.wait_caught_up().await;
 
     let url = format!("/queries/orders/{id}?min_version=2");
@@ -301,7 +283,7 @@ async fn min_version_waiters_over_the_cap_answer_at_once_with_the_staleness_visi
         let (http, url) = (app.http.clone(), app.url(&url));
         tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
     };
-    wait_for_metric(&app, "projector_min_version_waiters", 1.0).await;
+    app.wait_for_metric("projector_min_version_waiters", 1.0).await;
     let started = Instant::now();
     let response = app.get(&url).await;
     assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
@@ -310,7 +292,7 @@ async fn min_version_waiters_over_the_cap_answer_at_once_with_the_staleness_visi
     assert_eq!(response.headers()["retry-after"], "1");
     let view: Value = response.json().await.unwrap();
     assert_eq!(view["version"], 1);
-    assert_eq!(metric(&app, "projector_min_version_refused_total").await, Some(1.0));
+    assert_eq!(app.metric("projector_min_version_refused_total").await, Some(1.0));
 
     world.produce(&interleave(&[events[1..].to_vec()])).await;
     let status = tokio::time::timeout(Duration::from_secs(20), first).await.unwrap().unwrap();
