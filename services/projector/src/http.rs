@@ -119,10 +119,8 @@ async fn order(
             return settle(&state, order_id, min_version, done, view).await;
         }
         if view.is_none() && not_coming(&state, order_id).await? {
-            return Err(QueryError::NotFound(format!(
-                "order {order_id} is not in the read model, and every partition is past the time it was \
-                 created"
-            )));
+            // Every partition is past its creation: not found (or its first event missing).
+            return Err(absent(&state, order_id, None).await);
         }
         tokio::select! {
             () = committed => {}
