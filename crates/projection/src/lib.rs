@@ -52,8 +52,9 @@
 //! 4. The position advances past the batch; `COMMIT`.
 //!
 //! A failed batch (database down, deadlock, dead-letter topic unreachable) is rolled
-//! back and retried with backoff, holding its partition, until it succeeds or shutdown
-//! begins: a projection never skips a record it could not apply.
+//! back and retried with backoff (100 ms doubling to 10 s, with jitter: `backon`),
+//! holding its partition, until it succeeds or shutdown begins: a projection never skips
+//! a record it could not apply.
 //!
 //! # Where the consumer starts
 //!
@@ -61,7 +62,9 @@
 //!   (at start and at every rebalance), their stored positions are read and the consumer
 //!   seeks to them (to the beginning when none is stored). librdkafka can only seek a
 //!   partition once its fetcher has started, so a seek is retried every poll until it
-//!   succeeds; records of a partition are dropped until then. Kafka's committed offsets
+//!   succeeds; records of a partition are dropped until then. A seek waits for the
+//!   fetcher (up to 500 ms), so it runs on a blocking thread (`spawn_blocking`), never on
+//!   the runtime's worker that runs the loop. Kafka's committed offsets
 //!   are still written (asynchronously, after the database commit) so that the fetcher
 //!   usually starts where the seek lands, but they are a hint, never trusted.
 //! - [`Projection::assign_all`] takes every partition without a group, starting at the
@@ -88,13 +91,23 @@
 //! - `projection_dead_letters_total`, `projection_position_conflicts_total`,
 //!   `projection_apply_failures_total` (counters).
 
+mod apply;
 mod consumer;
+mod context;
+mod dead_letter;
+mod metadata;
+mod meters;
 mod positions;
+mod settings;
+mod state;
 
 use std::time::Duration;
 
-pub use consumer::{Committed, Projection, Settings, consumer_config};
+use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
+pub use consumer::{Committed, Projection};
 use deadpool_postgres::Transaction;
+pub use metadata::topic_partitions;
+pub use settings::{Settings, consumer_config};
 
 /// DDL of the positions table (see the [crate docs](crate)).
 pub const POSITIONS_TABLE_SQL: &str = include_str!("sql/positions_table.sql");
@@ -117,10 +130,13 @@ pub enum Error {
     /// The topic does not exist or has no partitions.
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
-    /// A method was called in the wrong mode (for example [`Projection::run_to`] on a
-    /// subscribed projection).
-    #[error("{0}")]
-    Usage(&'static str),
+    /// A method that needs a projection made by [`Projection::assign_all`] (named here)
+    /// was called on a subscribed one.
+    #[error("{0} needs a projection made by assign_all")]
+    NeedsAssignAll(&'static str),
+    /// A task of the crate's own (reading metadata) panicked: a bug.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 pub(crate) use orders_postgres::describe;
@@ -200,7 +216,13 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Outcome, Self::Error>> + Send;
 }
 
-/// Backoff between attempts of a failed batch: 100 ms doubling up to 10 s.
-pub(crate) fn next_delay(delay: Duration) -> Duration {
-    (delay * 2).min(Duration::from_secs(10))
+/// The one backoff of the crate's retries (a failed batch, reading positions): 100 ms
+/// doubling up to 10 s, with jitter, for as long as it takes.
+pub(crate) fn backoff() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }

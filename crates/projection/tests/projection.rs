@@ -212,3 +212,34 @@ async fn a_position_moved_by_another_writer_is_followed() {
     assert_eq!(world.scalar("SELECT count(*) FROM seen").await, 21);
     assert_eq!(world.scalar("SELECT n FROM applications").await, 21);
 }
+
+/// The loop runs on the caller's runtime: nothing it does may hold the thread (a
+/// single-threaded runtime shows it: a ticker on the same thread measures the stalls).
+#[tokio::test(flavor = "current_thread")]
+async fn the_loop_never_blocks_the_runtimes_thread() {
+    let world = World::new(6).await;
+    for partition in 0..6 {
+        world.produce(partition, payloads(&format!("t{partition}"), 20)).await;
+    }
+    let token = CancellationToken::new();
+    let projection = Projection::subscribe(world.settings("ticker"), world.pool(), Recorder).unwrap();
+    let running = tokio::spawn(projection.run(token.clone()));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut longest = Duration::ZERO;
+    let mut last = std::time::Instant::now();
+    let mut ticks = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        longest = longest.max(last.elapsed());
+        last = std::time::Instant::now();
+        ticks += 1;
+        if ticks.is_multiple_of(20) && world.scalar("SELECT count(*) FROM seen").await >= 120 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the records were not applied in time");
+    }
+    token.cancel();
+    running.await.unwrap().unwrap();
+    assert!(longest < Duration::from_millis(400), "the runtime's thread was held for {longest:?}");
+}

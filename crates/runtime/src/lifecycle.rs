@@ -23,7 +23,7 @@ use std::{
 };
 
 use actix_web::{App, HttpServer, dev::ServerHandle, web};
-use tokio::task::JoinSet;
+use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -136,22 +136,27 @@ impl Runtime {
     /// Applies the service's migrations in the background, retrying with exponential
     /// backoff and jitter (200 ms up to 10 s) until they succeed, so that a service
     /// whose database is down at start still starts, answers `/healthz`, and applies
-    /// them once the database is back. The readiness probe `probe` fails until then.
-    pub fn migrate_in_background<F, Fut, E>(&mut self, probe: &'static str, migrate: F)
+    /// them once the database is back. The readiness probe `probe` fails until then;
+    /// the returned receiver turns `true` then (`wait_for(|done| *done)`), for the
+    /// tasks that must not start before.
+    pub fn migrate_in_background<F, Fut, E>(
+        &mut self,
+        probe: &'static str,
+        migrate: F,
+    ) -> watch::Receiver<bool>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
         use backon::Retryable as _;
-        use std::sync::atomic::{AtomicBool, Ordering};
 
-        let migrated = Arc::new(AtomicBool::new(false));
+        let (applied, migrated) = watch::channel(false);
         self.add_probe(Probe::new(probe, {
-            let migrated = Arc::clone(&migrated);
+            let migrated = migrated.clone();
             move || {
-                let migrated = migrated.load(Ordering::Acquire);
-                async move { if migrated { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
+                let done = *migrated.borrow();
+                async move { if done { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
             }
         }));
         let token = self.shutdown.clone();
@@ -165,10 +170,11 @@ impl Runtime {
                 .retry(backoff)
                 .notify(|e: &E, delay| warn!(error = format!("{e:#}"), retry_in = ?delay, "migrations failed; retrying"));
             tokio::select! {
-                applied = attempts => if applied.is_ok() { migrated.store(true, Ordering::Release) },
+                outcome = attempts => if outcome.is_ok() { applied.send_replace(true); },
                 () = token.cancelled() => {}
             }
         });
+        migrated
     }
 
     /// Spawns a named background task. It receives the shutdown token and must return
@@ -347,13 +353,16 @@ mod tests {
         use std::sync::atomic::{AtomicU32, Ordering};
         let mut rt = runtime("5s");
         let attempts = Arc::new(AtomicU32::new(0));
-        rt.migrate_in_background("schema", {
-            let attempts = Arc::clone(&attempts);
-            move || {
-                let attempt = attempts.fetch_add(1, Ordering::SeqCst);
-                async move { if attempt < 3 { Err(format!("database down (attempt {attempt})")) } else { Ok(()) } }
-            }
-        });
+        let mut migrated =
+            rt.migrate_in_background("schema", {
+                let attempts = Arc::clone(&attempts);
+                move || {
+                    let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if attempt < 3 { Err(format!("database down (attempt {attempt})")) } else { Ok(()) }
+                    }
+                }
+            });
         let schema_ok = |rt: &Runtime| {
             let probes = rt.probes.read().map(|p| p.clone()).unwrap_or_default();
             async move { crate::probe::check_all(&probes, Duration::from_secs(1)).await.iter().all(|c| c.ok) }
@@ -369,6 +378,7 @@ mod tests {
             4,
             "three failures, then one success, then no more attempts"
         );
+        migrated.wait_for(|done| *done).await.expect("the receiver sees the migrations applied");
     }
 
     #[tokio::test]

@@ -8,16 +8,23 @@
 //! - `GET /queries/users/{user_id}/stats` → order counts by status, and spending by
 //!   currency (orders paid and not cancelled: count, total, average).
 //!
-//! Unknown order or user: `404`; a malformed id or parameter, or a parameter the route
-//! does not take: `400`. Errors are `application/problem+json` ([`crate::problem`]).
+//! Unknown order or user: `404`; an order whose first event has not arrived while later
+//! ones have (they wait for it, see [`crate::project`]): `404` with problem type
+//! `/problems/missing-events`, its `missing_version` and `parked_versions`, and
+//! `Retry-After: 1`. A view with a gap answers `200` with `missing_version` (the version
+//! it waits for) and `parked_versions`. A malformed id or parameter, or a parameter the
+//! route does not take: `400`. Errors are `application/problem+json` ([`crate::problem`]).
 //!
 //! # Read-your-writes: `?min_version=N`
 //!
 //! A client that just got version `N` of an order from the command API asks for
-//! `?min_version=N`. The query waits (at most `MIN_VERSION_TIMEOUT`, 2 s by default,
-//! woken by every batch this process commits and re-reading every 50 ms for batches
-//! other replicas commit) until the view reaches version `N`, then answers `200`.
-//! When time runs out it answers at once, with the staleness visible:
+//! `?min_version=N`. The query waits (at most `MIN_VERSION_TIMEOUT`, 2 s by default)
+//! until the view reaches version `N`, then answers `200`. It re-reads the view when a
+//! batch with the order's events commits here, and on a slow backoff for batches other
+//! replicas commit; at most `MIN_VERSION_MAX_WAITERS` queries wait at once; an order id
+//! that every partition is past answers `404` at once (see [`crate::waiters`]).
+//! When time runs out (or the cap is reached) it answers at once, with the staleness
+//! visible:
 //! - the view exists but is older: `200` with the view as it is (its `version` below
 //!   `N`) and the headers `X-View-Stale: true` and `Retry-After: 1`;
 //! - the order is not in the read model yet: `404` with problem type
@@ -28,11 +35,15 @@
 use std::{sync::Arc, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use orders_domain::UserId;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{problem::QueryError, query::Queries};
+use crate::{
+    problem::QueryError,
+    query::{OrderView, Queries},
+    waiters::{self, Waiters},
+};
 
 /// The largest `page_size`.
 pub const MAX_PAGE_SIZE: u32 = 100;
@@ -42,16 +53,14 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE: u32 = 100_000;
 /// The header that marks an answer older than `min_version` asked.
 pub const STALE_HEADER: &str = "X-View-Stale";
-/// How often a waiting `min_version` query re-reads without a local notification.
-const RECHECK: Duration = Duration::from_millis(50);
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct QueryState {
     /// The queries.
     pub queries: Queries,
-    /// Notified after every batch this process commits.
-    pub committed: Arc<Notify>,
+    /// The `min_version` waiters, woken after the batches this process commits.
+    pub waiters: Arc<Waiters>,
     /// The longest `min_version` wait.
     pub min_version_timeout: Duration,
 }
@@ -83,34 +92,89 @@ async fn order(
     let Some(min_version) = min_version else {
         return match state.queries.order(order_id).await? {
             Some(view) => Ok(answer(&view, false)),
-            None => Err(QueryError::NotFound(format!("order {order_id} is not in the read model"))),
+            None => Err(absent(&state, order_id, None).await),
         };
     };
+    let reached = |view: &Option<OrderView>| {
+        view.as_ref().is_some_and(|v| u64::try_from(v.version).unwrap_or(0) >= min_version)
+    };
+    let Some(watch) = state.waiters.watch(order_id) else {
+        // Over the cap: answered at once, as a wait that ran out.
+        let view = state.queries.order(order_id).await?;
+        return settle(&state, order_id, min_version, reached(&view), view).await;
+    };
     let deadline = tokio::time::Instant::now() + state.min_version_timeout;
+    let mut recheck = ExponentialBuilder::new()
+        .with_min_delay(waiters::RECHECK_MIN)
+        .with_max_delay(waiters::RECHECK_MAX)
+        .without_max_times()
+        .build();
     loop {
         // Registered before reading, so that a commit in between is not missed.
-        let committed = state.committed.notified();
+        let committed = watch.notified();
+        state.waiters.read();
         let view = state.queries.order(order_id).await?;
-        let reached = view.as_ref().is_some_and(|v| u64::try_from(v.version).unwrap_or(0) >= min_version);
-        if reached || tokio::time::Instant::now() >= deadline {
-            return match view {
-                Some(view) => Ok(answer(&view, !reached)),
-                None => Err(QueryError::NotYetVisible(format!(
-                    "order {order_id} is not in the read model yet (waited {:?} for version {min_version}); \
-                     retry",
-                    state.min_version_timeout
-                ))),
-            };
+        let done = reached(&view);
+        if done || tokio::time::Instant::now() >= deadline {
+            return settle(&state, order_id, min_version, done, view).await;
+        }
+        if view.is_none() && not_coming(&state, order_id).await? {
+            // Every partition is past its creation: not found (or its first event missing).
+            return Err(absent(&state, order_id, None).await);
         }
         tokio::select! {
             () = committed => {}
-            () = tokio::time::sleep(RECHECK) => {}
+            () = tokio::time::sleep(recheck.next().unwrap_or(waiters::RECHECK_MAX)) => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
 }
 
-fn answer(view: &crate::query::OrderView, stale: bool) -> HttpResponse {
+/// The answer of a `min_version` query that stops waiting: the view (stale unless
+/// `reached`) or why there is none.
+async fn settle(
+    state: &QueryState,
+    order_id: Uuid,
+    min_version: u64,
+    reached: bool,
+    view: Option<OrderView>,
+) -> Result<HttpResponse, QueryError> {
+    match view {
+        Some(view) => Ok(answer(&view, !reached)),
+        None => Err(absent(state, order_id, Some(min_version)).await),
+    }
+}
+
+/// Whether an order the read model does not have is not coming: every partition is past
+/// the time its id was made (see [`crate::waiters`]).
+async fn not_coming(state: &QueryState, order_id: Uuid) -> Result<bool, QueryError> {
+    let (Some(after), Some(partitions)) = (waiters::not_coming_after(order_id), state.waiters.partitions())
+    else {
+        return Ok(false);
+    };
+    state.queries.all_partitions_past(after, partitions).await
+}
+
+/// Why an order has no view: its first event is missing while later ones wait (parked),
+/// or the read model has never seen it (`min_version`: not yet).
+async fn absent(state: &QueryState, order_id: Uuid, min_version: Option<u64>) -> QueryError {
+    let parked_versions = match state.queries.parked_versions(order_id).await {
+        Ok(parked) => parked,
+        Err(e) => return e,
+    };
+    if !parked_versions.is_empty() {
+        return QueryError::MissingEvents { order_id, missing_version: 1, parked_versions };
+    }
+    match min_version {
+        None => QueryError::NotFound(format!("order {order_id} is not in the read model")),
+        Some(min_version) => QueryError::NotYetVisible(format!(
+            "order {order_id} is not in the read model yet (waited {:?} for version {min_version}); retry",
+            state.min_version_timeout
+        )),
+    }
+}
+
+fn answer(view: &OrderView, stale: bool) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     response.insert_header(("ETag", format!("\"{}\"", view.version)));
     if stale {

@@ -3,13 +3,16 @@
 //! serves the query API.
 //!
 //! Layout:
-//! - [`model`]: the projection's rules, pure: versions (duplicates skipped, gaps
-//!   refused), order views, per-user statistics;
+//! - [`model`]: the projection's rules, pure: versions (duplicates skipped, events
+//!   after a gap parked until it closes), order views, per-user statistics;
 //! - [`project`]: the `orders_projection::Handler` that decodes a partition batch and
-//!   writes it with a few set-based statements;
+//!   writes it with a few set-based statements, parked events included;
+//! - [`parked`]: events after a version gap, waiting for it to close; [`gaps`]: their
+//!   gauges;
 //! - [`schema`]: the read model's schema, migrations and connection pools;
 //! - [`rebuild`]: `projector rebuild`, a fresh read model swapped in atomically;
-//! - [`query`], [`http`], [`problem`]: the query API and its errors.
+//! - [`query`], [`http`], [`problem`]: the query API and its errors;
+//! - [`waiters`]: read-your-writes (`?min_version=`) waiters, woken per order.
 //!
 //! The consume loop itself (batching, positions stored with the batch and sought to on
 //! assignment, dead letters, lag and latency metrics) is the generic
@@ -20,36 +23,32 @@
 //! `projector migrate` applies them and exits, for a Kubernetes Job; `projector rebuild`
 //! rebuilds the read model and exits.
 
+pub mod gaps;
 pub mod http;
 pub mod model;
+pub mod parked;
 pub mod problem;
 pub mod project;
 pub mod query;
 pub mod rebuild;
 pub mod schema;
+pub mod waiters;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix_web::web;
 use anyhow::Context as _;
+use backon::{BackoffBuilder as _, ExponentialBuilder};
 use clap::{Parser, Subcommand};
 use orders_projection::{Projection, Settings};
 use orders_runtime::{
-    CancellationToken, Probe, Runtime, ServiceConfig,
+    CancellationToken, Probe, Runtime,
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     postgres::DatabaseUrl,
 };
-use tokio::sync::Notify;
 
-use crate::{project::ReadModel, schema::PoolOptions};
+use crate::{project::ReadModel, schema::PoolOptions, waiters::Waiters};
 
 /// The service's name in logs, metrics and health answers.
 pub const SERVICE: &str = "projector";
@@ -113,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "MIN_VERSION_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub min_version_timeout: Duration,
 
+    /// Most queries with `?min_version=` waiting at once; one more answers at once, with
+    /// the staleness visible, as when the wait runs out.
+    #[arg(long, env = "MIN_VERSION_MAX_WAITERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_version_max_waiters: u32,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -130,13 +134,7 @@ pub enum Command {
     Rebuild,
 }
 
-impl ServiceConfig for Config {
-    const NAME: &'static str = SERVICE;
-
-    fn runtime(&self) -> &RuntimeArgs {
-        &self.runtime
-    }
-}
+orders_runtime::service_config!(Config, SERVICE);
 
 /// The projection's settings from the configuration.
 pub fn projection_settings(config: &Config) -> Settings {
@@ -178,6 +176,9 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         None => {}
     }
 
+    // The recorder before any metric handle: the projection's meters are registered
+    // once, when it starts, which may be before `serve_http` would install it.
+    orders_runtime::metrics::handle();
     let session = config.database_session.session();
     let live = |application_name, asynchronous_commit| PoolOptions {
         application_name,
@@ -189,68 +190,79 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     let apply_pool =
         schema::pool(&config.database_url, config.apply_connections.into(), live("projector-apply", true))?;
 
-    let migrated = Arc::new(AtomicBool::new(false));
-    spawn_migrations(config.database_url.clone(), Arc::clone(&migrated), rt.shutdown_token());
     rt.add_probe(Probe::postgres("postgres", query_pool.clone()));
-    rt.add_probe(Probe::new("schema", {
-        let migrated = Arc::clone(&migrated);
+    let mut migrated = rt.migrate_in_background("schema", {
+        let url = config.database_url.clone();
         move || {
-            let migrated = migrated.load(Ordering::Acquire);
-            async move { if migrated { Ok(()) } else { Err("migrations not applied yet".to_string()) } }
+            let url = url.clone();
+            async move { schema::migrate(&url).await }
         }
-    }));
+    });
     rt.add_probe(Probe::kafka(
         "kafka",
         &config.kafka.client_config(),
         vec![config.orders_topic.clone(), config.dead_letter_topic.clone()],
     )?);
 
-    let committed = Arc::new(Notify::new());
+    let waiters = Waiters::new(config.min_version_max_waiters as usize);
     let settings = projection_settings(&config);
+    spawn_partition_count(&settings, Arc::clone(&waiters), rt.shutdown_token());
     rt.spawn("projection", {
-        let committed = Arc::clone(&committed);
+        let waiters = Arc::clone(&waiters);
         move |token| async move {
-            while !migrated.load(Ordering::Acquire) {
-                tokio::select! {
-                    () = token.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                applied = migrated.wait_for(|done| *done) => { applied.context("the migration task ended")?; }
             }
             let mut projection = Projection::subscribe(settings, apply_pool, ReadModel)
                 .context("starting the orders consumer")?;
-            projection.on_commit(move |_| committed.notify_waiters());
+            projection.on_commit(move |committed| {
+                waiters.committed(committed.batch.iter().map(|record| record.key.as_deref()));
+            });
             projection.run(token).await.context("projecting orders")
         }
     });
 
+    rt.spawn("gap-gauges", {
+        let pool = query_pool.clone();
+        move |token| gaps::run(pool, token)
+    });
+
     let state = web::Data::new(http::QueryState {
         queries: query::Queries::new(query_pool),
-        committed,
+        waiters,
         min_version_timeout: config.min_version_timeout,
     });
     let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
     Ok(addr)
 }
 
-/// Applies migrations in the background, retrying while the database is down.
-fn spawn_migrations(url: DatabaseUrl, migrated: Arc<AtomicBool>, token: CancellationToken) {
+/// Reads the topic's partition count in the background (retrying while Kafka is down),
+/// for the `min_version` waiters.
+fn spawn_partition_count(settings: &Settings, waiters: Arc<Waiters>, token: CancellationToken) {
+    let (config, topic) = (settings.consumer.clone(), settings.topic.clone());
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
+        let mut delays = retry_delays();
         loop {
-            match schema::migrate(&url).await {
-                Ok(()) => {
-                    migrated.store(true, Ordering::Release);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "migrations failed; retrying")
-                }
+            match orders_projection::topic_partitions(&config, &topic).await {
+                Ok(partitions) => return waiters.set_partitions(partitions.len()),
+                Err(e) => tracing::warn!(error = %e, "reading the topic's partition count failed; retrying"),
             }
             tokio::select! {
                 () = token.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     });
+}
+
+/// The backoff of the service's background retries: 200 ms doubling to 10 s, with
+/// jitter, forever.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }

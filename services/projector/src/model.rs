@@ -3,10 +3,14 @@
 //!
 //! - **Version-checked.** An order's view is at version `v` (0 when absent). An event
 //!   with version `<= v` is a duplicate (Kafka redelivered it, or the producer published
-//!   it twice) and is skipped; `v + 1` applies; anything higher is a *gap*: an event
-//!   is missing before it. A gap is never applied: the event is refused (the caller
-//!   dead-letters it and raises the alarm), and the view records the version it waits
-//!   for in `missing_version`, so it is visibly stalled rather than silently wrong.
+//!   it twice) and is skipped; `v + 1` applies; anything higher arrived after a *gap*:
+//!   an event is missing before it.
+//! - **Out-of-order events wait.** An event after a gap is *parked* (the caller stores
+//!   it in the read model's database, in the batch's transaction), and applies, with
+//!   every parked event it unblocks, in the batch that brings the missing version
+//!   (wherever that is: the same batch or a later one). Until then the view stays at
+//!   `v`, consistent but visibly stalled: `missing_version` is `v + 1`. An order whose
+//!   first event is missing has no view at all; its parked events show the gap.
 //! - **Statistics from views.** A user's statistics (per currency) are the sum of each
 //!   order's contribution (one order, one count under its current status, and its
 //!   payment while it is paid or shipped). A batch changes them by `contribution(after) -
@@ -138,15 +142,29 @@ pub struct StatsDelta {
     pub spent_minor: i64,
 }
 
-/// An event the rules refuse: it is dead-lettered with the reason.
+/// An event the rules refuse (one that can never start a view): it is dead-lettered
+/// with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The event's index in the batch.
     pub index: usize,
     /// Why.
     pub reason: String,
-    /// Whether it is a version gap (as opposed to an event that can never start a view).
-    pub gap: bool,
+}
+
+/// An event of the batch to park: it arrived after a gap that the batch does not close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Park {
+    /// The event's index in the batch.
+    pub index: usize,
+    /// Its order.
+    pub order_id: Uuid,
+    /// Its version.
+    pub version: u64,
+    /// Its type (`OrderPaid`...).
+    pub event_type: &'static str,
+    /// The version its order waits for.
+    pub missing: u64,
 }
 
 /// What a batch does to the read model.
@@ -164,67 +182,106 @@ pub struct Plan {
     pub duplicates: usize,
     /// Events refused.
     pub refused: Vec<Refusal>,
+    /// Events of the batch to park, by order and version.
+    pub park: Vec<Park>,
+    /// Parked events (stored before the batch) that the batch applied or found to be
+    /// duplicates: their rows go.
+    pub unpark: Vec<(Uuid, u64)>,
+    /// Parked events (stored before the batch) that applied, their gap closed.
+    pub unparked_applied: usize,
 }
 
-/// An order touched by the batch: its stored state, its state now, and the row to write.
-struct Touched {
+/// Where an event waiting for its turn comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The batch, at this index.
+    Batch(usize),
+    /// The parked events stored before the batch.
+    Stored,
+}
+
+/// An order touched by the batch: its stored state, its state now, the row to write, and
+/// its events waiting for a missing version (by version).
+struct Touched<'a> {
     before: Option<View>,
     after: Option<View>,
     row: Option<ViewRow>,
+    waiting: BTreeMap<u64, (Source, &'a OrderEvent)>,
 }
 
-/// Applies `events` (index in the batch, event; in offset order) to the
-/// `current` views of their orders.
-pub fn plan(current: HashMap<Uuid, View>, events: &[(usize, OrderEvent)]) -> Plan {
+/// Applies `events` (index in the batch, event; in offset order) to the `current` views
+/// of their orders and their `parked` events (by order, stored before the batch).
+pub fn plan(
+    current: HashMap<Uuid, View>,
+    parked: &HashMap<Uuid, Vec<OrderEvent>>,
+    events: &[(usize, OrderEvent)],
+) -> Plan {
     let mut plan = Plan::default();
-    let mut touched: BTreeMap<Uuid, Touched> = BTreeMap::new();
+    let mut touched: BTreeMap<Uuid, Touched<'_>> = BTreeMap::new();
     for (index, event) in events {
         let order_id = event.order_id.as_uuid();
         let entry = touched.entry(order_id).or_insert_with(|| {
             let before = current.get(&order_id).cloned();
-            Touched { after: before.clone(), before, row: None }
+            let version = before.as_ref().map_or(0, |v| v.version);
+            let mut waiting = BTreeMap::new();
+            for stored in parked.get(&order_id).into_iter().flatten() {
+                if stored.version <= version {
+                    // Applied already (it cannot be, but a stale row must not block).
+                    plan.unpark.push((order_id, stored.version));
+                } else {
+                    waiting.insert(stored.version, (Source::Stored, stored));
+                }
+            }
+            Touched { after: before.clone(), before, row: None, waiting }
         });
         let version = entry.after.as_ref().map_or(0, |v| v.version);
-        if event.version <= version {
+        if event.version <= version || entry.waiting.contains_key(&event.version) {
             plan.duplicates += 1;
             continue;
         }
         if event.version > version + 1 {
-            let expected = version + 1;
-            plan.refused.push(Refusal {
-                index: *index,
-                reason: format!(
-                    "version gap: order {order_id} is at version {version} in the read model, \
-                     this {} has version {} (expected {expected})",
-                    event.event_type(),
-                    event.version
-                ),
-                gap: true,
-            });
-            if let Some(after) = &mut entry.after
-                && after.missing_version.is_none_or(|m| m > expected)
-            {
-                after.missing_version = Some(expected);
-                row_for(&entry.before, after, &mut entry.row).missing_version = Some(expected);
-            }
+            entry.waiting.insert(event.version, (Source::Batch(*index), event));
             continue;
         }
-        let Some(after) = next_state(entry.after.as_ref(), event) else {
-            plan.refused.push(Refusal {
-                index: *index,
-                reason: format!(
-                    "the first event of order {order_id} is {}, not OrderCreated",
-                    event.event_type()
-                ),
-                gap: false,
-            });
+        if !apply(&mut plan, entry, Source::Batch(*index), event) {
             continue;
-        };
-        let row = row_for(&entry.before, &after, &mut entry.row);
-        fill_row(row, &after, event);
-        entry.after = Some(after);
-        plan.applied += 1;
+        }
+        // The gap before the waiting events may be closed now.
+        loop {
+            let next = entry.after.as_ref().map_or(0, |v| v.version) + 1;
+            let Some((source, waiting)) = entry.waiting.remove(&next) else { break };
+            if source == Source::Stored {
+                plan.unpark.push((order_id, next));
+                plan.unparked_applied += 1;
+            }
+            if !apply(&mut plan, entry, source, waiting) {
+                break;
+            }
+        }
     }
+
+    for (order_id, entry) in &mut touched {
+        let version = entry.after.as_ref().map_or(0, |v| v.version);
+        let missing = (!entry.waiting.is_empty()).then_some(version + 1);
+        for (v, (source, event)) in &entry.waiting {
+            if let Source::Batch(index) = source {
+                plan.park.push(Park {
+                    index: *index,
+                    order_id: *order_id,
+                    version: *v,
+                    event_type: event.event_type(),
+                    missing: version + 1,
+                });
+            }
+        }
+        if let Some(after) = &mut entry.after
+            && after.missing_version != missing
+        {
+            after.missing_version = missing;
+            row_for(&entry.before, after, &mut entry.row).missing_version = missing;
+        }
+    }
+    plan.park.sort_by_key(|p| p.index);
 
     let mut stats: BTreeMap<(String, String), (Counts, i64)> = BTreeMap::new();
     for touched in touched.into_values() {
@@ -250,6 +307,29 @@ pub fn plan(current: HashMap<Uuid, View>, events: &[(usize, OrderEvent)]) -> Pla
         })
         .collect();
     plan
+}
+
+/// Applies `event` (the next version of its order) to `entry`; `false` when it cannot
+/// start a view (refused when it came from the batch).
+fn apply(plan: &mut Plan, entry: &mut Touched<'_>, source: Source, event: &OrderEvent) -> bool {
+    let Some(after) = next_state(entry.after.as_ref(), event) else {
+        if let Source::Batch(index) = source {
+            plan.refused.push(Refusal {
+                index,
+                reason: format!(
+                    "the first event of order {} is {}, not OrderCreated",
+                    event.order_id,
+                    event.event_type()
+                ),
+            });
+        }
+        return false;
+    };
+    let row = row_for(&entry.before, &after, &mut entry.row);
+    fill_row(row, &after, event);
+    entry.after = Some(after);
+    plan.applied += 1;
+    true
 }
 
 /// The view after `event` (whose version is the next one), or `None` when the event
@@ -279,9 +359,6 @@ fn next_state(view: Option<&View>, event: &OrderEvent) -> Option<View> {
         OrderEventPayload::Cancelled { .. } => next.status = OrderStatus::Cancelled,
     }
     next.version = event.version;
-    if next.missing_version.is_some_and(|m| m <= next.version) {
-        next.missing_version = None;
-    }
     Some(next)
 }
 
@@ -317,7 +394,6 @@ fn fill_row(row: &mut ViewRow, view: &View, event: &OrderEvent) {
     row.user_id.clone_from(&view.user_id);
     row.currency.clone_from(&view.currency);
     row.total_minor = view.total_minor;
-    row.missing_version = view.missing_version;
     row.updated_at = Some(at);
     match &event.payload {
         OrderEventPayload::Created { items, .. } => {
@@ -406,7 +482,7 @@ mod tests {
     #[test]
     fn a_whole_lifecycle_in_one_batch_is_one_insert() {
         let events = lifecycle("alice");
-        let plan = plan(HashMap::new(), &batch(&events.iter().collect::<Vec<_>>()));
+        let plan = plan(HashMap::new(), &HashMap::new(), &batch(&events.iter().collect::<Vec<_>>()));
         assert_eq!(plan.applied, 3);
         assert_eq!(plan.inserts.len(), 1);
         let row = &plan.inserts[0];
@@ -426,10 +502,11 @@ mod tests {
     #[test]
     fn duplicates_are_skipped_and_change_nothing() {
         let events = lifecycle("bob");
-        let first = plan(HashMap::new(), &batch(&[&events[0], &events[1]]));
+        let first = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[0], &events[1]]));
         let stored = view_of(&first.inserts[0]);
         let again = plan(
             HashMap::from([(stored.order_id, stored.clone())]),
+            &HashMap::new(),
             &batch(&[&events[0], &events[1], &events[1], &events[0]]),
         );
         assert_eq!((again.applied, again.duplicates), (0, 4));
@@ -440,9 +517,13 @@ mod tests {
     #[test]
     fn an_update_moves_counts_between_statuses() {
         let events = lifecycle("carol");
-        let first = plan(HashMap::new(), &batch(&[&events[0]]));
+        let first = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[0]]));
         let stored = view_of(&first.inserts[0]);
-        let next = plan(HashMap::from([(stored.order_id, stored)]), &batch(&[&events[1], &events[1]]));
+        let next = plan(
+            HashMap::from([(stored.order_id, stored)]),
+            &HashMap::new(),
+            &batch(&[&events[1], &events[1]]),
+        );
         assert_eq!((next.applied, next.duplicates), (1, 1));
         assert_eq!(next.updates[0].prev_version, 1);
         assert_eq!(next.stats[0].counts, Counts { pending_count: -1, paid_count: 1, ..Counts::default() });
@@ -450,45 +531,82 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_refused_and_marks_the_view() {
+    fn an_event_after_a_gap_is_parked_and_marks_the_view() {
         let events = lifecycle("dave");
-        let first = plan(HashMap::new(), &batch(&[&events[0]]));
+        let first = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[0]]));
         let stored = view_of(&first.inserts[0]);
-        let gapped = plan(HashMap::from([(stored.order_id, stored)]), &batch(&[&events[2]]));
+        let id = stored.order_id;
+        let gapped = plan(HashMap::from([(id, stored)]), &HashMap::new(), &batch(&[&events[2]]));
         assert_eq!(gapped.applied, 0);
-        assert_eq!(gapped.refused.len(), 1);
-        assert!(gapped.refused[0].gap);
-        assert!(gapped.refused[0].reason.contains("expected 2"), "{}", gapped.refused[0].reason);
+        assert!(gapped.refused.is_empty());
+        assert_eq!(
+            gapped.park,
+            [Park { index: 0, order_id: id, version: 3, event_type: "OrderShipped", missing: 2 }]
+        );
         let row = &gapped.updates[0];
         assert_eq!((row.version, row.missing_version, row.updated_at), (1, Some(2), None));
         assert!(gapped.stats.is_empty(), "a gap changes no statistics");
     }
 
     #[test]
-    fn a_view_cannot_start_without_order_created() {
-        let events = lifecycle("erin");
-        let refused = plan(HashMap::new(), &batch(&[&events[2]]));
-        assert!(refused.refused[0].gap, "version 3 on an absent view is a gap");
-        let cancel = Order::from_events(&events[..1])
-            .unwrap()
-            .cancel(CancelOrder::new(CancelReason::new("no").unwrap()), at(3))
-            .unwrap();
-        let mut orphan = cancel[0].clone();
-        orphan.version = 1;
-        let refused = plan(HashMap::new(), &batch(&[&orphan]));
-        assert!(!refused.refused[0].gap);
-        assert!(refused.inserts.is_empty());
+    fn the_missing_version_applies_the_parked_events_it_unblocks() {
+        let events = lifecycle("gail");
+        let id = events[0].order_id.as_uuid();
+        let first = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[0]]));
+        let stored = view_of(&first.inserts[0]);
+        let parked = HashMap::from([(id, vec![events[2].clone()])]);
+        let closed = plan(HashMap::from([(id, stored)]), &parked, &batch(&[&events[1]]));
+        assert_eq!((closed.applied, closed.unparked_applied), (2, 1));
+        assert_eq!(closed.unpark, [(id, 3)]);
+        assert!(closed.park.is_empty());
+        let row = &closed.updates[0];
+        assert_eq!((row.version, row.status, row.missing_version), (3, "shipped", None));
+        assert_eq!(
+            closed.stats[0].counts,
+            Counts { pending_count: -1, shipped_count: 1, ..Counts::default() }
+        );
+    }
+
+    #[test]
+    fn versions_out_of_order_in_one_batch_apply_in_version_order() {
+        let events = lifecycle("hank");
+        let plan = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[0], &events[2], &events[1]]));
+        assert_eq!(plan.applied, 3);
+        assert!(plan.park.is_empty() && plan.unpark.is_empty());
+        let row = &plan.inserts[0];
+        assert_eq!((row.version, row.status, row.missing_version), (3, "shipped", None));
+    }
+
+    #[test]
+    fn a_second_event_before_the_first_waits_without_a_view() {
+        let events = lifecycle("ivy");
+        let id = events[0].order_id.as_uuid();
+        let early = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[1], &events[1]]));
+        assert_eq!(
+            early.park,
+            [Park { index: 0, order_id: id, version: 2, event_type: "OrderPaid", missing: 1 }]
+        );
+        assert_eq!(early.duplicates, 1);
+        assert!(early.inserts.is_empty() && early.stats.is_empty());
+
+        let parked = HashMap::from([(id, vec![events[1].clone()])]);
+        let closed = plan(HashMap::new(), &parked, &batch(&[&events[0]]));
+        assert_eq!(closed.unpark, [(id, 2)]);
+        let row = &closed.inserts[0];
+        assert_eq!((row.version, row.status, row.missing_version), (2, "paid", None));
+        assert_eq!(closed.stats[0].spent_minor, 1000);
     }
 
     #[test]
     fn cancelling_a_paid_order_takes_its_payment_out_of_the_spend() {
         let events = lifecycle("fred");
-        let paid = plan(HashMap::new(), &batch(&[&events[0], &events[1]]));
+        let paid = plan(HashMap::new(), &HashMap::new(), &batch(&[&events[0], &events[1]]));
         let stored = view_of(&paid.inserts[0]);
         let order = Order::from_events(&events[..2]).unwrap();
         let cancelled =
             order.cancel(CancelOrder::new(CancelReason::new("changed mind").unwrap()), at(5)).unwrap();
-        let plan = plan(HashMap::from([(stored.order_id, stored)]), &batch(&[&cancelled[0]]));
+        let plan =
+            plan(HashMap::from([(stored.order_id, stored)]), &HashMap::new(), &batch(&[&cancelled[0]]));
         assert_eq!(
             plan.stats,
             vec![StatsDelta {

@@ -26,6 +26,21 @@ pub enum QueryError {
     /// `min_version` was asked of an order the read model does not show yet.
     #[error("{0}")]
     NotYetVisible(String),
+    /// The order has no view because its first event is missing, while later ones
+    /// arrived and wait for it (parked). The body also carries `missing_version` and
+    /// `parked_versions`.
+    #[error(
+        "order {order_id} is not in the read model: its version {missing_version} has not arrived, \
+         versions {parked_versions:?} arrived and wait for it"
+    )]
+    MissingEvents {
+        /// The order.
+        order_id: uuid::Uuid,
+        /// The version it waits for.
+        missing_version: i64,
+        /// The versions waiting.
+        parked_versions: Vec<i64>,
+    },
     /// The database cannot be reached (or its schema is not in place yet); retry later.
     #[error("the read model is unavailable; retry later")]
     Unavailable,
@@ -45,6 +60,7 @@ impl QueryError {
             Self::InvalidParameter { .. } => ("invalid-parameter", "A request parameter is invalid"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::NotYetVisible(_) => ("not-yet-visible", "Not in the read model yet"),
+            Self::MissingEvents { .. } => ("missing-events", "Events of this order are missing"),
             Self::Unavailable => ("unavailable", "Temporarily unavailable"),
             Self::Internal => ("internal", "Internal error"),
         }
@@ -55,7 +71,7 @@ impl ResponseError for QueryError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
-            Self::NotFound(_) | Self::NotYetVisible(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NotYetVisible(_) | Self::MissingEvents { .. } => StatusCode::NOT_FOUND,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,15 +83,29 @@ impl ResponseError for QueryError {
             Self::InvalidParameter { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        Problem::new(self.status_code(), slug, title, self.to_string()).with_field(field).response(
-            |response| {
-                if let Self::NotYetVisible(_) = self {
-                    response
-                        .insert_header(("Retry-After", "1"))
-                        .insert_header((crate::http::STALE_HEADER, "true"));
+        let problem = Problem::new(self.status_code(), slug, title, self.to_string()).with_field(field);
+        let stale = matches!(self, Self::NotYetVisible(_) | Self::MissingEvents { .. });
+        let headers = |response: &mut actix_web::HttpResponseBuilder| {
+            if stale {
+                response
+                    .insert_header(("Retry-After", "1"))
+                    .insert_header((crate::http::STALE_HEADER, "true"));
+            }
+        };
+        match self {
+            Self::MissingEvents { missing_version, parked_versions, .. } => {
+                // The problem document with two members of this type's own (RFC 9457 §3.2).
+                let mut body = problem.to_json();
+                if let Some(members) = body.as_object_mut() {
+                    members.insert("missing_version".into(), (*missing_version).into());
+                    members.insert("parked_versions".into(), parked_versions.clone().into());
                 }
-            },
-        )
+                let mut response = HttpResponse::build(self.status_code());
+                headers(&mut response);
+                response.content_type("application/problem+json").json(body)
+            }
+            _ => problem.response(headers),
+        }
     }
 }
 

@@ -2,11 +2,11 @@
 //!
 //! For one partition batch, inside the transaction that also stores the position:
 //! decode every record (an undecodable or unknown event, or one whose key is not its
-//! order id, is dead-lettered), read the current views of the orders it touches, run
-//! the rules ([`crate::model::plan`]), then write the new and changed views and the
-//! statistics deltas with one statement each (one binary array parameter per column,
-//! expanded by `unnest`). Duplicates are skipped; gaps are dead-lettered, counted in
-//! `projector_version_gaps_total` and logged at ERROR.
+//! order id, is dead-lettered), read the current views and the parked events of the
+//! orders it touches, run the rules ([`crate::model::plan`]), then write the new and
+//! changed views, the statistics deltas and the parked events with one statement each
+//! (one binary array parameter per column, expanded by `unnest`). Duplicates are
+//! skipped; events after a version gap are parked until it closes ([`crate::parked`]).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,7 +17,10 @@ use orders_events::decode_event;
 use orders_projection::{Batch, DeadLetter, Handler, Outcome, Record};
 use uuid::Uuid;
 
-use crate::model::{self, Plan, StatsDelta, View, ViewRow};
+use crate::{
+    model::{self, Plan, StatsDelta, View, ViewRow},
+    parked,
+};
 
 /// Why a batch could not be written (retried by the projection loop).
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,17 @@ pub enum StoreError {
     /// A view changed under the batch: another writer applied events of the same order.
     #[error("{0} order views changed concurrently; retrying the batch")]
     Concurrent(u64),
+    /// A parked event's stored value no longer decodes (it did when it was parked).
+    #[error("parked event of order {order_id} version {version} does not decode: {source}")]
+    CorruptParked {
+        /// Its order.
+        order_id: Uuid,
+        /// Its version.
+        version: i64,
+        /// Why.
+        #[source]
+        source: orders_events::DecodeError,
+    },
 }
 
 /// The read model's handler. Cheap to clone.
@@ -52,24 +66,36 @@ impl Handler for ReadModel {
         if events.is_empty() {
             return Ok(outcome);
         }
-        let current = load_views(tx, &events).await?;
-        let plan = model::plan(current, &events);
-        write(tx, &plan, batch.partition).await?;
+        let ids: Vec<Uuid> =
+            events.iter().map(|(_, e)| e.order_id.as_uuid()).collect::<BTreeSet<_>>().into_iter().collect();
+        let (current, parked) = futures::try_join!(load_views(tx, &ids), parked::load(tx, &ids))?;
+        let plan = model::plan(current, &parked, &events);
+        let occurred_to = events.iter().map(|(_, e)| e.occurred_at).max();
+        futures::try_join!(write(tx, &plan, batch), advance_clock(tx, batch.partition, occurred_to))?;
 
         if plan.duplicates > 0 {
             metrics::counter!("projector_duplicate_events_total").increment(plan.duplicates as u64);
         }
+        for park in &plan.park {
+            let record = &batch.records[park.index];
+            tracing::warn!(
+                order_id = %park.order_id,
+                version = park.version,
+                missing_version = park.missing,
+                partition = record.partition,
+                offset = record.offset,
+                "version gap: the event is parked until the missing version arrives"
+            );
+        }
+        if !plan.park.is_empty() {
+            metrics::counter!("projector_version_gaps_total").increment(plan.park.len() as u64);
+        }
+        if plan.unparked_applied > 0 {
+            tracing::info!(events = plan.unparked_applied, "version gaps closed: parked events applied");
+            metrics::counter!("projector_parked_events_applied_total")
+                .increment(plan.unparked_applied as u64);
+        }
         for refusal in &plan.refused {
-            if refusal.gap {
-                metrics::counter!("projector_version_gaps_total").increment(1);
-                let record = &batch.records[refusal.index];
-                tracing::error!(
-                    partition = record.partition,
-                    offset = record.offset,
-                    reason = %refusal.reason,
-                    "version gap in the orders topic: the event is dead-lettered and the view stalls"
-                );
-            }
             outcome.dead_letters.push(DeadLetter { index: refusal.index, reason: refusal.reason.clone() });
         }
         outcome.dead_letters.sort_by_key(|d| d.index);
@@ -91,12 +117,7 @@ fn decode(record: &Record) -> Result<OrderEvent, String> {
     }
 }
 
-async fn load_views(
-    tx: &Transaction<'_>,
-    events: &[(usize, OrderEvent)],
-) -> Result<HashMap<Uuid, View>, StoreError> {
-    let ids: Vec<Uuid> =
-        events.iter().map(|(_, e)| e.order_id.as_uuid()).collect::<BTreeSet<_>>().into_iter().collect();
+async fn load_views(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, View>, StoreError> {
     let stmt = tx.prepare_cached(include_str!("sql/load_views.sql")).await?;
     let rows = tx.query(&stmt, &[&ids]).await?;
     let mut views = HashMap::with_capacity(rows.len());
@@ -123,10 +144,29 @@ async fn load_views(
     Ok(views)
 }
 
-/// Writes a plan: its three statements are independent, so they are sent together
-/// (pipelined on the transaction's connection).
-async fn write(tx: &Transaction<'_>, plan: &Plan, partition: i32) -> Result<(), StoreError> {
-    futures::try_join!(insert_views(tx, plan), update_views(tx, plan), upsert_stats(tx, plan, partition))?;
+/// Writes a plan: its statements are independent, so they are sent together (pipelined
+/// on the transaction's connection).
+async fn write(tx: &Transaction<'_>, plan: &Plan, batch: &Batch<'_>) -> Result<(), StoreError> {
+    futures::try_join!(
+        insert_views(tx, plan),
+        update_views(tx, plan),
+        upsert_stats(tx, plan, batch.partition),
+        parked::park(tx, plan, batch),
+        parked::unpark(tx, plan),
+    )?;
+    Ok(())
+}
+
+/// Moves the partition's clock (`partition_clock`) to the batch's latest event time: how
+/// a query for an unknown order knows that it is not coming (see [`crate::waiters`]).
+async fn advance_clock(
+    tx: &Transaction<'_>,
+    partition: i32,
+    occurred_to: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let Some(occurred_to) = occurred_to else { return Ok(()) };
+    let stmt = tx.prepare_cached(include_str!("sql/advance_clock.sql")).await?;
+    tx.execute(&stmt, &[&partition, &occurred_to]).await?;
     Ok(())
 }
 

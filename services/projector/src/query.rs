@@ -41,6 +41,10 @@ pub struct OrderView {
     /// Present when an event arrived after a missing one: the version the view waits for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_version: Option<i64>,
+    /// The versions that arrived after the missing one and wait for it (parked), when
+    /// there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parked_versions: Vec<i64>,
 }
 
 /// One event of an order's history.
@@ -232,7 +236,32 @@ impl Queries {
             version: row.get("version"),
             history,
             missing_version: row.get("missing_version"),
+            parked_versions: row.get("parked_versions"),
         }))
+    }
+
+    /// Whether `partitions` partitions all have a clock at or past `after` (see
+    /// [`crate::waiters`]).
+    pub async fn all_partitions_past(
+        &self,
+        after: DateTime<Utc>,
+        partitions: usize,
+    ) -> Result<bool, QueryError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(include_str!("sql/partitions_past.sql")).await?;
+        let row = client.query_one(&stmt, &[&after]).await?;
+        let (with_clock, past): (i64, i64) = (row.get("partitions"), row.get("past"));
+        Ok(partitions > 0 && usize::try_from(past).is_ok_and(|p| p >= partitions) && with_clock == past)
+    }
+
+    /// The parked versions of an order (events waiting for a missing version), oldest
+    /// first: for an order without a view, they show that its first event is missing.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    pub async fn parked_versions(&self, order_id: Uuid) -> Result<Vec<i64>, QueryError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(include_str!("sql/parked_versions.sql")).await?;
+        let rows = client.query(&stmt, &[&order_id]).await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// One page of a user's orders, newest first; `None` when the user is unknown.

@@ -13,6 +13,7 @@ const SPEC: BinarySpec = BinarySpec {
         "BATCH_SIZE",
         "BATCH_WAIT",
         "MIN_VERSION_TIMEOUT",
+        "MIN_VERSION_MAX_WAITERS",
     ],
     postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "DEAD_LETTER_TOPIC"],

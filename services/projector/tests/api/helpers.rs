@@ -168,7 +168,12 @@ impl World {
 pub async fn dump(pool: &deadpool_postgres::Pool, schema: &str) -> Vec<String> {
     let client = pool.get().await.unwrap();
     let mut rows = Vec::new();
-    for (table, key) in [("order_views", "order_id"), ("user_stats", "user_id, currency, partition")] {
+    for (table, key) in [
+        ("order_views", "order_id"),
+        ("user_stats", "user_id, currency, partition"),
+        ("parked_events", "order_id, version"),
+        ("partition_clock", "partition"),
+    ] {
         let sql = format!("SELECT row_to_json(t)::text FROM {schema}.{table} t ORDER BY {key}");
         rows.extend(
             client
@@ -242,6 +247,77 @@ impl TestApp {
 
     pub fn api(&self) -> Api {
         Api { base: format!("http://{}", self.addr), http: self.http.clone() }
+    }
+}
+
+/// The projector as a child process: for tests that read its metrics, which are
+/// process-wide (the in-process apps of tests running in parallel share one recorder).
+pub struct ChildApp {
+    process: orders_testkit::process::ServiceProcess,
+    pub http: reqwest::Client,
+}
+
+impl ChildApp {
+    /// Starts the projector binary in `world` with consumer group `group` and the extra
+    /// environment `extra`, and waits until ready.
+    pub async fn spawn(world: &World, group: &str, extra: &[(&str, &str)]) -> Self {
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", world.db.url().to_string()),
+            ("ORDERS_TOPIC", world.topic.clone()),
+            ("DEAD_LETTER_TOPIC", world.dead_letters.clone()),
+            ("CONSUMER_GROUP", world.kafka.name(group)),
+            ("KAFKA_BOOTSTRAP_SERVERS", orders_testkit::kafka::bootstrap_servers()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut process = orders_testkit::process::ServiceProcess::start(
+            env!("CARGO_BIN_EXE_projector"),
+            "HTTP_ADDR",
+            &env,
+        );
+        process.wait_for("/readyz", 200, Duration::from_secs(30)).await;
+        Self { process, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.process.addr())
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// `GET path`, expecting `200` and JSON.
+    pub async fn json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// The value of an unlabelled metric, if `/metrics` has it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let metrics = self.metrics().await;
+        metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits (at most 30 s) until the unlabelled metric `name` has `value`.
+    pub async fn wait_for_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.metric(name).await != Some(value) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never reached {value}: {:?}\n{}",
+                self.metric(name).await,
+                self.metrics().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

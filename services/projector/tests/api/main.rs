@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod crash;
+mod gaps;
 mod helpers;
 mod projection;
 mod queries;

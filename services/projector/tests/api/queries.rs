@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::{Fate, TestApp, World, at, interleave, order_events, problem};
+use crate::helpers::{ChildApp, Fate, TestApp, World, at, interleave, order_events, problem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_shows_its_whole_state_and_history() {
@@ -209,4 +209,92 @@ async fn min_version_waits_for_the_view_or_says_it_is_stale() {
         let body = problem(app.get(&format!("/queries/orders/{id}?min_version={bad}")).await, 400).await;
         assert_eq!(body["field"], "min_version");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_version_waiter_is_not_woken_by_commits_of_other_orders() {
+    let mut world = World::new().await;
+    let events = order_events("wake-a", 1, Fate::Paid, at(0));
+    let id = events[0].order_id;
+    world.produce(&interleave(&[events[..1].to_vec()])).await;
+    // A process of its own: the metrics are process-wide.
+    let app = ChildApp::spawn(&world, "wake", &[("MIN_VERSION_TIMEOUT", "30s")]).await;
+    world.wait_caught_up().await;
+
+    let started = Instant::now();
+    let waiting = {
+        let (http, url) = (app.http.clone(), app.url(&format!("/queries/orders/{id}?min_version=2")));
+        tokio::spawn(async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status(), response.headers().get("x-view-stale").is_some())
+        })
+    };
+    app.wait_for_metric("projector_min_version_waiters", 1.0).await;
+    // Forty batches of other orders commit while it waits.
+    for i in 0..40 {
+        world.produce(&interleave(&[order_events("wake-b", 1, Fate::Pending, at(i))[..1].to_vec()])).await;
+        world.wait_caught_up().await;
+    }
+    assert!(!waiting.is_finished(), "the waiter answered before its order reached version 2");
+    let reads = app.metric("projector_min_version_reads_total").await.expect("reads are counted");
+    // Its own re-reads only: a handful on the backoff, then one a second.
+    let bound = 6.0 + started.elapsed().as_secs_f64();
+    assert!(reads <= bound, "{reads} reads in {:?}: woken by other orders' commits", started.elapsed());
+
+    world.produce(&interleave(&[events[1..].to_vec()])).await;
+    let (status, stale) = tokio::time::timeout(Duration::from_secs(20), waiting).await.unwrap().unwrap();
+    assert_eq!((status.as_u16(), stale), (200, false));
+    app.wait_for_metric("projector_min_version_waiters", 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_of_an_unknown_id_answers_at_once_when_every_partition_is_past_it() {
+    let mut world = World::new().await;
+    // Thirty orders (on every partition) created a minute after the unknown id below.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let orders: Vec<_> = (0..30)
+        .map(|i| order_events("clock", 1, Fate::Pending, later + chrono::Duration::seconds(i)))
+        .collect();
+    world.produce(&interleave(&orders)).await;
+    let app = TestApp::spawn(&world, "clock", &["--min-version-timeout", "30s"]).await;
+    world.wait_caught_up().await;
+
+    let unknown = Uuid::now_v7();
+    let started = Instant::now();
+    let response = app.get(&format!("/queries/orders/{unknown}?min_version=1")).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+    let body = problem(response, 404).await;
+    assert_eq!(body["type"], "/problems/not-found", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_waiters_over_the_cap_answer_at_once_with_the_staleness_visible() {
+    let mut world = World::new().await;
+    let events = order_events("capped", 1, Fate::Paid, at(0));
+    let id = events[0].order_id;
+    world.produce(&interleave(&[events[..1].to_vec()])).await;
+    // A process of its own: the metrics are process-wide.
+    let env = [("MIN_VERSION_TIMEOUT", "30s"), ("MIN_VERSION_MAX_WAITERS", "1")];
+    let app = ChildApp::spawn(&world, "cap", &env).await;
+    world.wait_caught_up().await;
+
+    let url = format!("/queries/orders/{id}?min_version=2");
+    let first = {
+        let (http, url) = (app.http.clone(), app.url(&url));
+        tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
+    };
+    app.wait_for_metric("projector_min_version_waiters", 1.0).await;
+    let started = Instant::now();
+    let response = app.get(&url).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-view-stale"], "true");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["version"], 1);
+    assert_eq!(app.metric("projector_min_version_refused_total").await, Some(1.0));
+
+    world.produce(&interleave(&[events[1..].to_vec()])).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), first).await.unwrap().unwrap();
+    assert_eq!(status, 200);
 }

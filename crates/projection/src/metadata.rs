@@ -1,0 +1,52 @@
+//! What the brokers' metadata says of the topic: its partitions and where they start.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rdkafka::{
+    ClientConfig,
+    consumer::{BaseConsumer, Consumer as _},
+};
+
+use crate::{Error, Result, Settings};
+
+/// The partitions of `topic`, from the brokers' metadata (a client made from `config`).
+/// [`Error::UnknownTopic`] when it does not exist or has none.
+pub async fn topic_partitions(config: &ClientConfig, topic: &str) -> Result<Vec<i32>> {
+    let (config, topic) = (config.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        partitions_of(&client, &topic)
+    })
+    .await?
+}
+
+fn partitions_of(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(Error::UnknownTopic(topic.to_string()));
+    }
+    Ok(partitions)
+}
+
+/// The partitions of the topic (from the brokers' metadata) and the low watermark of
+/// each: where a partition without a stored position starts. An explicit offset, because
+/// librdkafka resolves `Offset::Beginning` with a lookup that costs about half a second.
+pub(crate) async fn partitions_and_starts(settings: &Settings) -> Result<BTreeMap<i32, i64>> {
+    let config = settings.consumer.clone();
+    let topic = settings.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        let timeout = Duration::from_secs(10);
+        partitions_of(&client, &topic)?
+            .into_iter()
+            .map(|partition| Ok((partition, client.fetch_watermarks(&topic, partition, timeout)?.0)))
+            .collect()
+    })
+    .await?
+}
