@@ -15,11 +15,22 @@
 //!   new one waits on its rows. So an append never answers a conflict for its own
 //!   effect. When the outcome still cannot be learned, the append gets
 //!   [`Error::OutcomeUnknown`].
+//! - **A deadlock or a serialization failure** (the server aborted the transaction
+//!   for a conflict with a concurrent one): for a group, the appends are tried one at
+//!   a time, as for any other failure of a group: they did nothing wrong, and failing
+//!   them all with a transient error would answer up to a batch of unrelated commands
+//!   "try again". A single append gets the (transient) error. The store's own
+//!   transactions take their row locks in one order and do not deadlock with each
+//!   other (see the `transaction` module); this is for writers that do not (another
+//!   program, a replica of an older version).
 //! - **A transient failure** (database down, connection broken before the commit):
 //!   every remaining append fails at once with it; nothing is retried here, so an
 //!   outage costs one connection attempt per group, not one per append.
 //! - **Any other failure** (bad data in one append): the appends are tried one at a
 //!   time, so that only the bad one gets the error.
+//!
+//! Only the appends of the failed group are tried one at a time; the ones deferred
+//! behind them (same stream or key) go on in groups.
 //! - **The deadline**: the appends not decided yet get [`Error::Timeout`], or
 //!   [`Error::OutcomeUnknown`] when their commit may have taken effect.
 //!
@@ -54,11 +65,16 @@ pub(crate) async fn commit(
     let mut run =
         Run { outcomes: appends.iter().map(|_| None).collect(), maybe_committed: vec![false; appends.len()] };
     let mut pending: Vec<usize> = (0..appends.len()).collect();
-    let mut singly = false;
+    // Appends to try one at a time: the members of a failed group, always at the
+    // front of `pending`.
+    let mut singles: HashSet<usize> = HashSet::new();
     let mut resolve_tries = 0;
     while !pending.is_empty() {
-        let (now, later) =
-            if singly { (pending[..1].to_vec(), pending[1..].to_vec()) } else { split(&pending, appends) };
+        let (now, later) = if singles.contains(&pending[0]) {
+            (pending[..1].to_vec(), pending[1..].to_vec())
+        } else {
+            split(&pending, appends)
+        };
         let group: Vec<&OwnedAppend> = now.iter().map(|&i| appends[i]).collect();
         metrics::histogram!("eventstore_group_commit_size").record(group.len() as f64);
         match write(pool, channel, &group, deadline).await {
@@ -94,7 +110,7 @@ pub(crate) async fn commit(
                         run.decide(only, Err(error));
                         rest.clear();
                     } else {
-                        singly = true;
+                        singles.extend(now.iter().copied());
                     }
                 }
                 rest.extend(later);
@@ -118,7 +134,19 @@ pub(crate) async fn commit(
                     run.decide(only, Err(error));
                     pending = later;
                 } else {
-                    singly = true;
+                    singles.extend(now.iter().copied());
+                    pending = [now, later].concat();
+                }
+            }
+            Err(TryError::Concurrency(error)) => {
+                if let [only] = now[..] {
+                    run.fail(only, error);
+                    pending = later;
+                } else {
+                    tracing::debug!(error = %error, size = group.len(), "a shared transaction lost to a concurrent one; trying its appends one at a time");
+                    metrics::counter!("eventstore_group_commit_fallbacks_total").increment(1);
+                    singles.extend(now.iter().copied());
+                    pending = [now, later].concat();
                 }
             }
             Err(failure @ (TryError::Transient(_) | TryError::Deadline { .. })) => {
@@ -147,23 +175,25 @@ impl Run {
         self.outcomes[i] = Some(outcome);
     }
 
-    /// Ends every append of `pending` with `failure`: as it is, or as
-    /// [`Error::OutcomeUnknown`] when an earlier try of the append may have committed.
+    /// Ends append `i` with `error`: as it is, or as [`Error::OutcomeUnknown`] when an
+    /// earlier try of the append may have committed.
+    fn fail(&mut self, i: usize, error: Error) {
+        let error = if self.maybe_committed[i] { Error::OutcomeUnknown(Box::new(error)) } else { error };
+        self.decide(i, Err(error));
+    }
+
+    /// Ends every append of `pending` with `failure` (see [`Run::fail`]).
     fn fail_all(&mut self, pending: &[usize], failure: &TryError, timeout: Duration) {
         let error = match failure {
             TryError::Deadline { .. } => Error::Timeout(timeout),
             TryError::Unique(e)
             | TryError::CommitUnknown(e)
+            | TryError::Concurrency(e)
             | TryError::Transient(e)
             | TryError::Permanent(e) => e.clone(),
         };
         for &i in pending {
-            let error = if self.maybe_committed[i] {
-                Error::OutcomeUnknown(Box::new(error.clone()))
-            } else {
-                error.clone()
-            };
-            self.decide(i, Err(error));
+            self.fail(i, error.clone());
         }
     }
 }
