@@ -41,6 +41,12 @@
 //!   with group commit the queue is bounded ([`GroupCommit::max_queued`]) and a full
 //!   queue answers [`Error::Overloaded`] at once. A database outage fails a whole
 //!   batch at once, with one connection attempt, instead of one attempt per append.
+//! - **Shared transactions do not deadlock each other.** Each writes its rows sorted
+//!   (keys, then events by stream and version, then snapshots by stream), so any two
+//!   take their row locks in one order. A transaction the server aborts anyway for a
+//!   deadlock or a serialization failure (40P01, 40001: a writer that does not sort)
+//!   is not an outage: a group is tried again one append at a time, and only a single
+//!   append answers the transient error.
 //! - **Idempotency keys are claimed first** in each transaction, so a request racing
 //!   its own retry makes the retry wait for the first, then find the key taken
 //!   ([`Error::DuplicateIdempotencyKey`]) and replay the recorded answer.
