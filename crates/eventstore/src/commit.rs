@@ -31,7 +31,12 @@
 //!
 //! Only the appends of the failed group are tried one at a time; the ones deferred
 //! behind them (same stream or key) go on in groups.
-//! - **The deadline**: the appends not decided yet get [`Error::Timeout`], or
+//! - **A deadline**: each append has its own. A try gives up at the earliest one of
+//!   its group; then only the appends whose deadline has passed get their answer and
+//!   the others are tried again (once a commit may have been sent, that try settles it
+//!   as for a lost answer), so that under load one append that waited long in the
+//!   queue does not time out the fresh ones batched with it. An append whose
+//!   deadline passes gets [`Error::Timeout`], or
 //!   [`Error::OutcomeUnknown`] when their commit may have taken effect.
 //!
 //! Two appends of one group on the same stream, or with the same idempotency key, are
@@ -53,13 +58,13 @@ use crate::{
 /// normally enough).
 const RESOLVE_TRIES: u32 = 3;
 
-/// Writes `appends` and returns each one's outcome, in order, by `deadline`.
+/// Writes `appends` and returns each one's outcome, in order, each by its deadline.
 /// `timeout` is the time the caller was given, for error messages.
 pub(crate) async fn commit(
     pool: &Pool,
     channel: Option<&str>,
     appends: &[&OwnedAppend],
-    deadline: Instant,
+    deadlines: &[Instant],
     timeout: Duration,
 ) -> Vec<Result<()>> {
     let mut run =
@@ -69,13 +74,22 @@ pub(crate) async fn commit(
     // front of `pending`.
     let mut singles: HashSet<usize> = HashSet::new();
     let mut resolve_tries = 0;
-    while !pending.is_empty() {
+    loop {
+        // The appends whose deadline passed are answered; the others go on.
+        let at = Instant::now();
+        let (expired, live): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&i| deadlines[i] <= at);
+        run.fail_all(&expired, &TryError::Deadline { commit_sent: false }, timeout);
+        pending = live;
+        if pending.is_empty() {
+            break;
+        }
         let (now, later) = if singles.contains(&pending[0]) {
             (pending[..1].to_vec(), pending[1..].to_vec())
         } else {
             split(&pending, appends)
         };
         let group: Vec<&OwnedAppend> = now.iter().map(|&i| appends[i]).collect();
+        let deadline = now.iter().map(|&i| deadlines[i]).min().unwrap_or(at);
         metrics::histogram!("eventstore_group_commit_size").record(group.len() as f64);
         match write(pool, channel, &group, deadline).await {
             Ok(()) => {
@@ -90,6 +104,8 @@ pub(crate) async fn commit(
                 }
                 let verdicts = match verdicts(pool, &group, deadline).await {
                     Ok(verdicts) => verdicts,
+                    // The earliest deadline passed: answer those, try the others again.
+                    Err(TryError::Deadline { .. }) => continue,
                     Err(failure) => {
                         run.fail_all(&pending, &failure, timeout);
                         break;
@@ -149,12 +165,17 @@ pub(crate) async fn commit(
                     pending = [now, later].concat();
                 }
             }
-            Err(failure @ (TryError::Transient(_) | TryError::Deadline { .. })) => {
-                if let TryError::Deadline { commit_sent: true } = failure {
+            Err(TryError::Deadline { commit_sent }) => {
+                // The earliest deadline of the group passed: those appends are answered
+                // at the top of the loop, the others are tried again (a commit that may
+                // have been sent is then settled like a lost answer).
+                if commit_sent {
                     for &i in &now {
                         run.maybe_committed[i] = true;
                     }
                 }
+            }
+            Err(failure @ TryError::Transient(_)) => {
                 run.fail_all(&pending, &failure, timeout);
                 break;
             }

@@ -359,7 +359,7 @@ impl EventStore {
                 let timeout = self.options.append_timeout;
                 let deadline = tokio::time::Instant::now() + timeout;
                 let channel = self.options.notify_channel.as_deref();
-                let mut outcomes = commit::commit(&self.pool, channel, &[&owned], deadline, timeout).await;
+                let mut outcomes = commit::commit(&self.pool, channel, &[&owned], &[deadline], timeout).await;
                 outcomes.pop().unwrap_or(Err(Error::ShutDown))
             }
         }

@@ -116,6 +116,16 @@ pub(crate) async fn write(
         Err(_) => {
             // Abandoned mid-transaction (the dropped transaction queued its ROLLBACK):
             // close the connection rather than hand it on with a statement running.
+            // A server backend waiting on a lock does not notice its client leave: it
+            // would keep this try's rows, and the appends tried again would wait on
+            // them. So the statement is cancelled too (best effort: over a plain
+            // connection, as the pools of `orders-postgres` make them).
+            let cancel = client.cancel_token();
+            tokio::spawn(async move {
+                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::debug!(error = %e, "cancelling an abandoned append transaction failed");
+                }
+            });
             drop(Object::take(client));
             Err(TryError::Deadline { commit_sent: commit_sent.load(Ordering::Acquire) })
         }

@@ -222,3 +222,37 @@ async fn an_outage_fails_a_whole_batch_at_once_with_one_connection_attempt() {
     proxy.come_back();
     spawn_append(&store, Uuid::now_v7()).await.unwrap().unwrap();
 }
+
+/// Under load an append may wait in the queue most of its time; batched with fresh
+/// ones, its deadline must not become theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_append_timing_out_in_a_batch_does_not_time_out_the_fresh_ones_with_it() {
+    let db = TestDatabase::create().await;
+    let timeout = Duration::from_secs(10);
+    let store = store(db.url(), 64, timeout).await;
+    let blocked = Uuid::now_v7();
+    let blocker = hold_version_one(&db, blocked).await;
+    // The committer is held until the first append's deadline (t0 + 10 s).
+    let held = spawn_append(&store, blocked);
+    wait_until("the committer waits on the test's lock", || async { lock_waiters(&db).await >= 1 }).await;
+    // These pauses only age the appends (their deadlines come 2 s and 5 s after the
+    // held one's); nothing waits on them to happen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wants the held version too: it cannot be written, and times out in the batch.
+    let old = spawn_append(&store, blocked);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fresh_stream = Uuid::now_v7();
+    let fresh = spawn_append(&store, fresh_stream);
+    wait_until("both are queued", || async { store.queued_appends() == 2 || held.is_finished() }).await;
+
+    let within = PATIENCE;
+    let held = tokio::time::timeout(within, held).await.expect("the held append was never answered").unwrap();
+    assert!(matches!(held, Err(Error::Timeout(_))), "{held:?}");
+    let old = tokio::time::timeout(within, old).await.expect("the old append was never answered").unwrap();
+    assert!(matches!(old, Err(Error::Timeout(_))), "{old:?}");
+    let fresh =
+        tokio::time::timeout(within, fresh).await.expect("the fresh append was never answered").unwrap();
+    assert!(fresh.is_ok(), "a fresh append with seconds left answered {fresh:?} with the old one");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM events WHERE stream_id = $1", fresh_stream).await, 1);
+}
