@@ -15,12 +15,28 @@
 //!   new one waits on its rows. So an append never answers a conflict for its own
 //!   effect. When the outcome still cannot be learned, the append gets
 //!   [`Error::OutcomeUnknown`].
+//! - **A deadlock or a serialization failure** (the server aborted the transaction
+//!   for a conflict with a concurrent one): for a group, the appends are tried one at
+//!   a time, as for any other failure of a group: they did nothing wrong, and failing
+//!   them all with a transient error would answer up to a batch of unrelated commands
+//!   "try again". A single append gets the (transient) error. The store's own
+//!   transactions take their row locks in one order and do not deadlock with each
+//!   other (see the `transaction` module); this is for writers that do not (another
+//!   program, a replica of an older version).
 //! - **A transient failure** (database down, connection broken before the commit):
 //!   every remaining append fails at once with it; nothing is retried here, so an
 //!   outage costs one connection attempt per group, not one per append.
 //! - **Any other failure** (bad data in one append): the appends are tried one at a
 //!   time, so that only the bad one gets the error.
-//! - **The deadline**: the appends not decided yet get [`Error::Timeout`], or
+//!
+//! Only the appends of the failed group are tried one at a time; the ones deferred
+//! behind them (same stream or key) go on in groups.
+//! - **A deadline**: each append has its own. A try gives up at the earliest one of
+//!   its group; then only the appends whose deadline has passed get their answer and
+//!   the others are tried again (once a commit may have been sent, that try settles it
+//!   as for a lost answer), so that under load one append that waited long in the
+//!   queue does not time out the fresh ones batched with it. An append whose
+//!   deadline passes gets [`Error::Timeout`], or
 //!   [`Error::OutcomeUnknown`] when their commit may have taken effect.
 //!
 //! Two appends of one group on the same stream, or with the same idempotency key, are
@@ -42,24 +58,38 @@ use crate::{
 /// normally enough).
 const RESOLVE_TRIES: u32 = 3;
 
-/// Writes `appends` and returns each one's outcome, in order, by `deadline`.
+/// Writes `appends` and returns each one's outcome, in order, each by its deadline.
 /// `timeout` is the time the caller was given, for error messages.
 pub(crate) async fn commit(
     pool: &Pool,
     channel: Option<&str>,
     appends: &[&OwnedAppend],
-    deadline: Instant,
+    deadlines: &[Instant],
     timeout: Duration,
 ) -> Vec<Result<()>> {
     let mut run =
         Run { outcomes: appends.iter().map(|_| None).collect(), maybe_committed: vec![false; appends.len()] };
     let mut pending: Vec<usize> = (0..appends.len()).collect();
-    let mut singly = false;
+    // Appends to try one at a time: the members of a failed group, always at the
+    // front of `pending`.
+    let mut singles: HashSet<usize> = HashSet::new();
     let mut resolve_tries = 0;
-    while !pending.is_empty() {
-        let (now, later) =
-            if singly { (pending[..1].to_vec(), pending[1..].to_vec()) } else { split(&pending, appends) };
+    loop {
+        // The appends whose deadline passed are answered; the others go on.
+        let at = Instant::now();
+        let (expired, live): (Vec<usize>, Vec<usize>) = pending.iter().partition(|&&i| deadlines[i] <= at);
+        run.fail_all(&expired, &TryError::Deadline { commit_sent: false }, timeout);
+        pending = live;
+        if pending.is_empty() {
+            break;
+        }
+        let (now, later) = if singles.contains(&pending[0]) {
+            (pending[..1].to_vec(), pending[1..].to_vec())
+        } else {
+            split(&pending, appends)
+        };
         let group: Vec<&OwnedAppend> = now.iter().map(|&i| appends[i]).collect();
+        let deadline = now.iter().map(|&i| deadlines[i]).min().unwrap_or(at);
         metrics::histogram!("eventstore_group_commit_size").record(group.len() as f64);
         match write(pool, channel, &group, deadline).await {
             Ok(()) => {
@@ -74,6 +104,8 @@ pub(crate) async fn commit(
                 }
                 let verdicts = match verdicts(pool, &group, deadline).await {
                     Ok(verdicts) => verdicts,
+                    // The earliest deadline passed: answer those, try the others again.
+                    Err(TryError::Deadline { .. }) => continue,
                     Err(failure) => {
                         run.fail_all(&pending, &failure, timeout);
                         break;
@@ -94,7 +126,7 @@ pub(crate) async fn commit(
                         run.decide(only, Err(error));
                         rest.clear();
                     } else {
-                        singly = true;
+                        singles.extend(now.iter().copied());
                     }
                 }
                 rest.extend(later);
@@ -118,15 +150,32 @@ pub(crate) async fn commit(
                     run.decide(only, Err(error));
                     pending = later;
                 } else {
-                    singly = true;
+                    singles.extend(now.iter().copied());
+                    pending = [now, later].concat();
                 }
             }
-            Err(failure @ (TryError::Transient(_) | TryError::Deadline { .. })) => {
-                if let TryError::Deadline { commit_sent: true } = failure {
+            Err(TryError::Concurrency(error)) => {
+                if let [only] = now[..] {
+                    run.fail(only, error);
+                    pending = later;
+                } else {
+                    tracing::debug!(error = %error, size = group.len(), "a shared transaction lost to a concurrent one; trying its appends one at a time");
+                    metrics::counter!("eventstore_group_commit_fallbacks_total").increment(1);
+                    singles.extend(now.iter().copied());
+                    pending = [now, later].concat();
+                }
+            }
+            Err(TryError::Deadline { commit_sent }) => {
+                // The earliest deadline of the group passed: those appends are answered
+                // at the top of the loop, the others are tried again (a commit that may
+                // have been sent is then settled like a lost answer).
+                if commit_sent {
                     for &i in &now {
                         run.maybe_committed[i] = true;
                     }
                 }
+            }
+            Err(failure @ TryError::Transient(_)) => {
                 run.fail_all(&pending, &failure, timeout);
                 break;
             }
@@ -147,23 +196,25 @@ impl Run {
         self.outcomes[i] = Some(outcome);
     }
 
-    /// Ends every append of `pending` with `failure`: as it is, or as
-    /// [`Error::OutcomeUnknown`] when an earlier try of the append may have committed.
+    /// Ends append `i` with `error`: as it is, or as [`Error::OutcomeUnknown`] when an
+    /// earlier try of the append may have committed.
+    fn fail(&mut self, i: usize, error: Error) {
+        let error = if self.maybe_committed[i] { Error::OutcomeUnknown(Box::new(error)) } else { error };
+        self.decide(i, Err(error));
+    }
+
+    /// Ends every append of `pending` with `failure` (see [`Run::fail`]).
     fn fail_all(&mut self, pending: &[usize], failure: &TryError, timeout: Duration) {
         let error = match failure {
             TryError::Deadline { .. } => Error::Timeout(timeout),
             TryError::Unique(e)
             | TryError::CommitUnknown(e)
+            | TryError::Concurrency(e)
             | TryError::Transient(e)
             | TryError::Permanent(e) => e.clone(),
         };
         for &i in pending {
-            let error = if self.maybe_committed[i] {
-                Error::OutcomeUnknown(Box::new(error.clone()))
-            } else {
-                error.clone()
-            };
-            self.decide(i, Err(error));
+            self.fail(i, error.clone());
         }
     }
 }

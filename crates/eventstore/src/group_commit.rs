@@ -16,8 +16,9 @@
 //! an append that finds it full fails at once with [`Error::Overloaded`] (shed load,
 //! retry later) instead of waiting behind an unbounded backlog. Every append has a
 //! deadline ([`Options::append_timeout`](crate::Options::append_timeout)): one still
-//! queued when it passes is dropped unwritten with [`Error::Timeout`], and a batch
-//! stops at the earliest deadline among its appends.
+//! queued when it passes is dropped unwritten with [`Error::Timeout`]; a batch's
+//! transaction gives up at the earliest deadline among its appends, and then only
+//! those appends are answered: the others are tried again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -140,9 +141,12 @@ async fn write_batch(pool: &Pool, channel: Option<&str>, batch: Vec<Request>, ti
         metrics::counter!("eventstore_append_timeouts_total").increment(1);
         let _ = request.reply.send(Err(Error::Timeout(timeout)));
     }
-    let Some(deadline) = live.iter().map(|r| r.deadline).min() else { return };
+    if live.is_empty() {
+        return;
+    }
     let appends: Vec<&OwnedAppend> = live.iter().map(|r| &r.append).collect();
-    let outcomes = commit(pool, channel, &appends, deadline, timeout).await;
+    let deadlines: Vec<Instant> = live.iter().map(|r| r.deadline).collect();
+    let outcomes = commit(pool, channel, &appends, &deadlines, timeout).await;
     for (request, outcome) in live.into_iter().zip(outcomes) {
         let _ = request.reply.send(outcome);
     }

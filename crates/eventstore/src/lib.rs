@@ -41,6 +41,12 @@
 //!   with group commit the queue is bounded ([`GroupCommit::max_queued`]) and a full
 //!   queue answers [`Error::Overloaded`] at once. A database outage fails a whole
 //!   batch at once, with one connection attempt, instead of one attempt per append.
+//! - **Shared transactions do not deadlock each other.** Each writes its rows sorted
+//!   (keys, then events by stream and version, then snapshots by stream), so any two
+//!   take their row locks in one order. A transaction the server aborts anyway for a
+//!   deadlock or a serialization failure (40P01, 40001: a writer that does not sort)
+//!   is not an outage: a group is tried again one append at a time, and only a single
+//!   append answers the transient error.
 //! - **Idempotency keys are claimed first** in each transaction, so a request racing
 //!   its own retry makes the retry wait for the first, then find the key taken
 //!   ([`Error::DuplicateIdempotencyKey`]) and replay the recorded answer.
@@ -51,6 +57,16 @@
 //! an advisory lock so that replicas starting together do not race). Queries live in
 //! `src/sql/` and run as cached prepared statements. `V3` adds `outbox_quarantine`,
 //! where a relay sets aside a row it could never publish (see `orders-outbox`).
+//!
+//! Migrations run on a connection taken out of the pool (and closed afterwards), free
+//! of the pool's session limits ([`orders_postgres::Session`]): a migration may
+//! rightly take longer than a request's `statement_timeout`, and one cut short on
+//! every retry would keep the service from ever becoming ready. So the statement
+//! timeout is off, and waiting for another replica's migration (the advisory lock)
+//! has no limit. A lock a migration statement needs is waited for at most
+//! [`MIGRATION_LOCK_TIMEOUT`]: DDL queued behind a long transaction would hold up
+//! every query queued behind it, so it gives up and the migration is tried again
+//! later (the services retry it with backoff).
 //!
 //! With the feature `test-support`, [`test_support`] appends test events the way a
 //! service does, for the tests of the crates reading the outbox.
@@ -71,11 +87,15 @@ mod transaction;
 
 pub use error::Error;
 pub use group_commit::GroupCommit;
-pub use orders_postgres::{Failure, classify};
+pub use orders_postgres::{Failure, aborted_by_concurrency, classify};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
+
+/// The longest one migration statement waits for a lock (a table lock held by a
+/// long transaction) before the migration fails, to be tried again by the caller.
+pub const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Number of outbox shards; part of the schema's contract with relays.
 pub const OUTBOX_SHARDS: i32 = 64;
@@ -256,12 +276,21 @@ impl EventStore {
 
     /// Applies the schema migrations that are not applied yet. Safe to run from
     /// several processes at once (they wait on an advisory lock).
+    ///
+    /// The migrations run without the pool's session limits (see the crate docs,
+    /// *Schema*): no statement timeout, an unbounded wait for another replica's
+    /// migration, and [`MIGRATION_LOCK_TIMEOUT`] for each lock a migration takes.
     pub async fn migrate(&self) -> Result<()> {
-        let mut client = self.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut client;
-        // A fixed key for "event store migrations"; released with the session too.
+        // Out of the pool for good: its settings change, and it must not serve appends
+        // afterwards. Closing it also releases the advisory lock.
+        let mut client = deadpool_postgres::Object::take(self.pool.get().await?);
+        client.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
+        // A fixed key for "event store migrations".
         client.execute("SELECT pg_advisory_lock(7401223001)", &[]).await?;
-        let report = embedded::migrations::runner().run_async(client).await;
+        client
+            .batch_execute(&format!("SET lock_timeout = '{}ms'", MIGRATION_LOCK_TIMEOUT.as_millis()))
+            .await?;
+        let report = embedded::migrations::runner().run_async(&mut *client).await;
         client.execute("SELECT pg_advisory_unlock(7401223001)", &[]).await?;
         let report = report?;
         for migration in report.applied_migrations() {
@@ -330,7 +359,7 @@ impl EventStore {
                 let timeout = self.options.append_timeout;
                 let deadline = tokio::time::Instant::now() + timeout;
                 let channel = self.options.notify_channel.as_deref();
-                let mut outcomes = commit::commit(&self.pool, channel, &[&owned], deadline, timeout).await;
+                let mut outcomes = commit::commit(&self.pool, channel, &[&owned], &[deadline], timeout).await;
                 outcomes.pop().unwrap_or(Err(Error::ShutDown))
             }
         }

@@ -6,6 +6,13 @@
 //! requests with one key) waits there for the other's transaction to end, then finds
 //! the key taken and replays the recorded answer, instead of meeting the other's
 //! events and being re-run on a state that already includes its own effect.
+//!
+//! Every multi-row insert writes its rows sorted (idempotency keys by key, events by
+//! stream and version, snapshots by stream), so that any two such transactions take
+//! their row locks in one global order: two groups over the same streams given in
+//! opposite orders (two committers, two replicas) wait on each other in turn and
+//! never deadlock. The outbox rows keep the order of the appends (they have no unique
+//! key to wait on, and a relay reads them in `id` order).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,7 +21,8 @@ use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
 use crate::{
-    Error, Failure, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot, classify, outbox_shard, to_i64,
+    Error, Failure, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot, aborted_by_concurrency, classify,
+    outbox_shard, to_i64,
 };
 
 /// An append that owns its data, to cross into a committer task.
@@ -61,6 +69,10 @@ pub(crate) enum TryError {
     CommitUnknown(Error),
     /// The deadline passed; `commit_sent` says whether the commit may have taken effect.
     Deadline { commit_sent: bool },
+    /// The server aborted the transaction to break a deadlock, or for a serialization
+    /// failure, with a concurrent one: nothing was written. Not an outage: the appends
+    /// of a group are tried again one at a time.
+    Concurrency(Error),
     /// The database is unreachable or the connection broke before the commit: nothing
     /// was written.
     Transient(Error),
@@ -80,6 +92,7 @@ fn statement_error(error: tokio_postgres::Error, single: Option<&OwnedAppend>) -
                 _ => TryError::Unique(error.into()),
             }
         }
+        Failure::Transient if aborted_by_concurrency(&error) => TryError::Concurrency(error.into()),
         Failure::Transient => TryError::Transient(error.into()),
         Failure::Permanent => TryError::Permanent(error.into()),
     }
@@ -103,6 +116,16 @@ pub(crate) async fn write(
         Err(_) => {
             // Abandoned mid-transaction (the dropped transaction queued its ROLLBACK):
             // close the connection rather than hand it on with a statement running.
+            // A server backend waiting on a lock does not notice its client leave: it
+            // would keep this try's rows, and the appends tried again would wait on
+            // them. So the statement is cancelled too (best effort: over a plain
+            // connection, as the pools of `orders-postgres` make them).
+            let cancel = client.cancel_token();
+            tokio::spawn(async move {
+                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::debug!(error = %e, "cancelling an abandoned append transaction failed");
+                }
+            });
             drop(Object::take(client));
             Err(TryError::Deadline { commit_sent: commit_sent.load(Ordering::Acquire) })
         }

@@ -28,6 +28,18 @@ pub enum Failure {
     Permanent,
 }
 
+/// Whether the server aborted the transaction to resolve a conflict with concurrent
+/// transactions: a deadlock (40P01) or a serialization failure (40001). Such a failure
+/// is [`Failure::Transient`] (the same transaction tried again will likely succeed),
+/// but it says more: the transaction itself is at fault with another one, not the
+/// server or the connection. A caller that put unrelated work into one transaction
+/// should retry that work in smaller pieces rather than fail all of it.
+pub fn aborted_by_concurrency(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED].contains(db.code())
+    })
+}
+
 /// Classifies `error`. Transient: no answer from the server (I/O error, closed
 /// connection, timeout), a connection exception (SQLSTATE class 08), a serialization
 /// failure or deadlock (40001, 40P01), the server shutting down or not yet accepting

@@ -16,7 +16,9 @@
 //!   same way.
 //! - [`describe`] and [`classify`]: what a `tokio_postgres::Error` says (its own
 //!   `Display` says only "db error") and what to do about it: retry ([`Failure::Transient`]),
-//!   treat as a lost race ([`Failure::UniqueViolation`]) or give up ([`Failure::Permanent`]).
+//!   treat as a lost race ([`Failure::UniqueViolation`]) or give up ([`Failure::Permanent`]);
+//!   [`aborted_by_concurrency`] tells, among the transient ones, a deadlock or a
+//!   serialization failure (the transaction lost to another one, not to an outage).
 //!
 //! # Quick start
 //! ```no_run
@@ -35,7 +37,7 @@ mod error;
 mod pool;
 mod url;
 
-pub use error::{Failure, classify, describe};
+pub use error::{Failure, aborted_by_concurrency, classify, describe};
 pub use pool::{Session, connect, pool};
 pub use url::DatabaseUrl;
 

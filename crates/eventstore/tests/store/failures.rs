@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use super::{append, count, event, outbox_for};
 
-const PATIENCE: Duration = Duration::from_secs(60);
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Waits until `condition` holds, or fails the test after [`PATIENCE`].
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -31,7 +31,7 @@ where
 }
 
 /// Sessions of the test database waiting on a lock.
-async fn lock_waiters(db: &TestDatabase) -> i64 {
+pub async fn lock_waiters(db: &TestDatabase) -> i64 {
     let client = db.pool().get().await.unwrap();
     client
         .query_one(
@@ -44,7 +44,7 @@ async fn lock_waiters(db: &TestDatabase) -> i64 {
 }
 
 /// A store with one committer, over `url`.
-async fn store(url: &str, max_queued: usize, append_timeout: Duration) -> Arc<EventStore> {
+pub async fn store(url: &str, max_queued: usize, append_timeout: Duration) -> Arc<EventStore> {
     let pool = orders_testkit::postgres::pool(url, 8);
     let store = EventStore::new(
         pool,
@@ -60,7 +60,7 @@ async fn store(url: &str, max_queued: usize, append_timeout: Duration) -> Arc<Ev
 
 /// An uncommitted version 1 of `stream`, held by a connection of the test's own: the
 /// store's append of that version waits on it.
-async fn hold_version_one(db: &TestDatabase, stream: Uuid) -> tokio_postgres::Client {
+pub async fn hold_version_one(db: &TestDatabase, stream: Uuid) -> tokio_postgres::Client {
     let blocker = connect(db.url()).await;
     blocker
         .batch_execute(&format!(
@@ -73,13 +73,14 @@ async fn hold_version_one(db: &TestDatabase, stream: Uuid) -> tokio_postgres::Cl
 }
 
 /// Appends version 1 of a new stream (with an outbox row and an idempotency record).
-fn spawn_append(store: &Arc<EventStore>, stream: Uuid) -> JoinHandle<Result<(), Error>> {
+pub fn spawn_append(store: &Arc<EventStore>, stream: Uuid) -> JoinHandle<Result<(), Error>> {
     let store = Arc::clone(store);
     tokio::spawn(async move {
         let events = [event(1)];
         let outbox = outbox_for(stream, &events);
         let record = IdempotencyRecord {
-            key: format!("k-{stream}"),
+            // Its own key: appends to one stream from two stores must not meet on it.
+            key: format!("k-{stream}-{}", Uuid::now_v7()),
             request_hash: vec![],
             status: 201,
             response: serde_json::json!({ "stream": stream }),
@@ -91,18 +92,31 @@ fn spawn_append(store: &Arc<EventStore>, stream: Uuid) -> JoinHandle<Result<(), 
 
 /// Holds the store's only committer on `blocked`'s version 1 and queues `streams`
 /// behind it; returns the blocker, the held append and the queued ones.
-async fn queue_behind_a_held_committer(
+pub async fn queue_behind_a_held_committer(
     db: &TestDatabase,
     store: &Arc<EventStore>,
     blocked: Uuid,
     streams: &[Uuid],
 ) -> (tokio_postgres::Client, JoinHandle<Result<(), Error>>, Vec<JoinHandle<Result<(), Error>>>) {
+    // Other sessions (another store's committer) may be waiting already.
+    let waiting = lock_waiters(db).await;
     let blocker = hold_version_one(db, blocked).await;
     let held = spawn_append(store, blocked);
-    wait_until("the committer waits on the test's lock", || async { lock_waiters(db).await >= 1 }).await;
+    wait_until("the committer waits on the test's lock", || async { lock_waiters(db).await > waiting }).await;
     let queued: Vec<_> = streams.iter().map(|s| spawn_append(store, *s)).collect();
     let expected = streams.len();
-    wait_until("every append is queued", || async { store.queued_appends() == expected }).await;
+    // Once the held append is answered the committer drains the queue: the count is
+    // never seen then, so stop waiting and say why (the append's deadline was too short
+    // for this machine) instead of spinning to the limit.
+    wait_until("every append is queued", || async {
+        store.queued_appends() == expected || held.is_finished()
+    })
+    .await;
+    assert!(
+        !held.is_finished(),
+        "the held append was answered before the queue was seen full: {:?}",
+        held.await
+    );
     (blocker, held, queued)
 }
 
@@ -156,13 +170,15 @@ async fn a_full_queue_sheds_load_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_stuck_behind_a_lock_give_up_at_their_deadline_and_write_nothing() {
     let db = TestDatabase::create().await;
-    let deadline = Duration::from_secs(2);
+    // Long enough that the setup (connect, be seen waiting, queue) always fits in it on
+    // a loaded machine: the held append must still be held when the queue is checked.
+    let deadline = Duration::from_secs(10);
     let store = store(db.url(), 64, deadline).await;
     // The queued append wants the held version too: it cannot slip through either.
     let waiting = Uuid::now_v7();
     let (blocker, held, queued) = queue_behind_a_held_committer(&db, &store, waiting, &[waiting]).await;
 
-    let within = Duration::from_secs(30);
+    let within = Duration::from_secs(60);
     let held =
         tokio::time::timeout(within, held).await.expect("the held append outlived its deadline").unwrap();
     assert!(matches!(held, Err(Error::Timeout(_))), "{held:?}");
@@ -205,4 +221,38 @@ async fn an_outage_fails_a_whole_batch_at_once_with_one_connection_attempt() {
     // Back up, the store works again.
     proxy.come_back();
     spawn_append(&store, Uuid::now_v7()).await.unwrap().unwrap();
+}
+
+/// Under load an append may wait in the queue most of its time; batched with fresh
+/// ones, its deadline must not become theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_append_timing_out_in_a_batch_does_not_time_out_the_fresh_ones_with_it() {
+    let db = TestDatabase::create().await;
+    let timeout = Duration::from_secs(10);
+    let store = store(db.url(), 64, timeout).await;
+    let blocked = Uuid::now_v7();
+    let blocker = hold_version_one(&db, blocked).await;
+    // The committer is held until the first append's deadline (t0 + 10 s).
+    let held = spawn_append(&store, blocked);
+    wait_until("the committer waits on the test's lock", || async { lock_waiters(&db).await >= 1 }).await;
+    // These pauses only age the appends (their deadlines come 2 s and 5 s after the
+    // held one's); nothing waits on them to happen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wants the held version too: it cannot be written, and times out in the batch.
+    let old = spawn_append(&store, blocked);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fresh_stream = Uuid::now_v7();
+    let fresh = spawn_append(&store, fresh_stream);
+    wait_until("both are queued", || async { store.queued_appends() == 2 || held.is_finished() }).await;
+
+    let within = PATIENCE;
+    let held = tokio::time::timeout(within, held).await.expect("the held append was never answered").unwrap();
+    assert!(matches!(held, Err(Error::Timeout(_))), "{held:?}");
+    let old = tokio::time::timeout(within, old).await.expect("the old append was never answered").unwrap();
+    assert!(matches!(old, Err(Error::Timeout(_))), "{old:?}");
+    let fresh =
+        tokio::time::timeout(within, fresh).await.expect("the fresh append was never answered").unwrap();
+    assert!(fresh.is_ok(), "a fresh append with seconds left answered {fresh:?} with the old one");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM events WHERE stream_id = $1", fresh_stream).await, 1);
 }

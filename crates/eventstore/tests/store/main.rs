@@ -1,7 +1,9 @@
 //! The event store against a real PostgreSQL (`make up`), one fresh database per test.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod deadlocks;
 mod failures;
+mod migrations;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
