@@ -107,7 +107,9 @@
 //! > read returned it too (a read returns a prefix, in id order, of each shard's
 //! > remaining rows) and the same producer sent it before `r2` to the same partition,
 //! > where the idempotent producer keeps their order. Or `r1` was in the previous batch,
-//! > still in flight: the same producer was handed it before `r2`, same conclusion. Or
+//! > still in flight: the same producer was handed it before `r2` (a pipelined batch
+//! > goes on the producer of the batch before it, even when that producer was replaced
+//! > meanwhile: a replaced producer fails both, which is safe), same conclusion. Or
 //! > `r1` was gone: it was deleted only after the broker acknowledged a copy of it,
 //! > which therefore sits earlier in the partition log than anything produced
 //! > afterwards. Or `r1` was in the quarantine: then the read left `r2` out (the
@@ -135,7 +137,9 @@
 //! records queued after it, version 2 of a key could be published while version 1
 //! failed; with the guarantee the producer stops instead (a fatal error), the records
 //! after the gap fail too, and the relay creates a new producer and tries again from
-//! the oldest row. That costs a new producer per refused record and attempt, which
+//! the oldest row. The producer is replaced by a compare-and-swap under one lock: when
+//! several workers fail on the same fatal error, only the first replaces it, so a
+//! worker's two batches in flight never end up on two healthy producers. That costs a new producer per refused record and attempt, which
 //! only happens for records that end in the quarantine: worth it for the order per
 //! key. A record the producer refuses before sending it (too large for its
 //! `message.max.bytes`, an invalid topic name) stops the batch there: the rows after it

@@ -7,7 +7,10 @@
 use std::{
     collections::HashSet,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, SystemTime},
 };
@@ -207,6 +210,8 @@ pub(crate) fn drop_blocking<T: Send + 'static>(value: T) {
 pub(crate) struct Publisher {
     config: ClientConfig,
     producer: Mutex<Arc<ProducerHandle>>,
+    /// Producers created to replace a broken one.
+    renewals: AtomicU64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -219,7 +224,7 @@ impl Publisher {
     pub(crate) fn new(base: &ClientConfig) -> Result<Self, KafkaError> {
         let config = producer_config(base);
         let producer = Arc::new(ProducerHandle(Some(config.create()?)));
-        Ok(Self { config, producer: Mutex::new(producer) })
+        Ok(Self { config, producer: Mutex::new(producer), renewals: AtomicU64::new(0) })
     }
 
     fn producer(&self) -> Arc<ProducerHandle> {
@@ -228,12 +233,8 @@ impl Publisher {
 
     /// After a failure: replaces the producer if it is fatally broken (the replaced one
     /// is dropped on a blocking thread once its last batch is done with it).
-    fn renew_if_fatal(&self, producer: &ProducerHandle, failure: Option<&PublishError>) {
+    fn renew_if_fatal(&self, producer: &Arc<ProducerHandle>, failure: Option<&PublishError>) {
         let Some((code, reason)) = producer.client().fatal_error() else { return };
-        let current = Arc::as_ptr(&self.producer());
-        if !std::ptr::eq(current, producer) {
-            return; // Already replaced (after the batch before).
-        }
         match failure.filter(|f| f.is_record_error()) {
             // The gapless guarantee stopped the producer because of one record.
             Some(record) => {
@@ -246,29 +247,45 @@ impl Publisher {
             }
             None => tracing::error!(?code, reason, "fatal Kafka producer error; creating a new producer"),
         }
-        match self.config.create::<FutureProducer>() {
-            Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self.producer.lock().unwrap_or_else(PoisonError::into_inner),
-                    Arc::new(ProducerHandle(Some(fresh))),
-                );
-                // The last batch using it drops it, on a blocking thread.
-                drop(old);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        if let Err(e) = self.replace(producer) {
+            tracing::error!(error = %e, "cannot create a new Kafka producer");
         }
     }
 
-    /// Hands `rows` to the producer in id order. A row waits for room in the queue
-    /// rather than letting a later one overtake it; when `token` is cancelled, it waits
-    /// at most `drain` more.
+    /// Replaces the producer with a fresh one if it still is `failed`; returns whether
+    /// it did (`false`: another worker already replaced it). The check and the swap
+    /// happen under one lock: workers failing on the same fatal error replace it once
+    /// (P1 -> P2, never P1 -> P2 -> P3, which would leave a pipeline's two batches on two
+    /// healthy producers with no order between them).
+    fn replace(&self, failed: &Arc<ProducerHandle>) -> Result<bool, KafkaError> {
+        let mut current = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, failed) {
+            return Ok(false);
+        }
+        let fresh = Arc::new(ProducerHandle(Some(self.config.create()?)));
+        let old = std::mem::replace(&mut *current, fresh);
+        drop(current);
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        // The last batch using it drops it, on a blocking thread.
+        drop(old);
+        Ok(true)
+    }
+
+    /// Hands `rows` to the producer in id order: to the producer of `after`, the batch
+    /// still in flight before them, if any (the rows of a pipelined batch must follow
+    /// that batch's rows on the same producer, even if it was replaced meanwhile: a
+    /// replaced producer fails them, which is safe, where a fresh one could publish them
+    /// before the earlier rows it was never given), else to the current one. A row waits
+    /// for room in the queue rather than letting a later one overtake it; when `token`
+    /// is cancelled, it waits at most `drain` more.
     pub(crate) async fn enqueue(
         &self,
         rows: &[OutboxRow],
+        after: Option<&Enqueued>,
         token: &CancellationToken,
         drain: Duration,
     ) -> Enqueued {
-        let producer = self.producer();
+        let producer = after.map_or_else(|| self.producer(), |batch| Arc::clone(&batch.producer));
         let mut published = Published::default();
         let pending = FuturesUnordered::new();
         let mut deadline: Option<Instant> = None;
@@ -379,6 +396,68 @@ mod tests {
         assert_eq!(config.get("linger.ms"), Some("1"));
         base.set("linger.ms", "20");
         assert_eq!(producer_config(&base).get("linger.ms"), Some("20"));
+    }
+
+    fn publisher() -> Publisher {
+        let mut base = ClientConfig::new();
+        // Nothing listens there: records are queued, never delivered.
+        base.set("bootstrap.servers", "127.0.0.1:9");
+        Publisher::new(&base).unwrap()
+    }
+
+    fn rows(ids: std::ops::RangeInclusive<i64>) -> Vec<OutboxRow> {
+        ids.map(|id| OutboxRow {
+            id,
+            topic: "t".into(),
+            key: b"k".to_vec(),
+            payload: id.to_string().into_bytes(),
+            headers: Vec::new(),
+            created_at: SystemTime::now(),
+        })
+        .collect()
+    }
+
+    /// Finding: batch `n` in flight on producer P1, P1 replaced by P2 after another
+    /// worker's failure: the pipelined batch `n + 1` (later versions of `n`'s keys)
+    /// must go on P1, behind `n`, not on P2, where nothing orders it after `n`.
+    #[tokio::test]
+    async fn a_pipelined_batch_goes_on_the_producer_of_the_batch_before_it() {
+        let publisher = publisher();
+        let token = CancellationToken::new();
+        let drain = Duration::from_secs(1);
+        let n = publisher.enqueue(&rows(1..=3), None, &token, drain).await;
+        assert!(!n.incomplete());
+        assert!(publisher.replace(&n.producer).unwrap(), "replaced, as after a fatal error");
+        let next = publisher.enqueue(&rows(4..=6), Some(&n), &token, drain).await;
+        assert!(Arc::ptr_eq(&next.producer, &n.producer), "batch n + 1 went on another producer than n");
+        let fresh = publisher.enqueue(&rows(7..=7), None, &token, drain).await;
+        assert!(Arc::ptr_eq(&fresh.producer, &publisher.producer()), "a new chain starts on the current one");
+        assert!(!Arc::ptr_eq(&fresh.producer, &n.producer));
+    }
+
+    /// Finding: workers failing on the same fatal error must replace the producer once
+    /// (P1 -> P2), not P1 -> P2 -> P3, which would let two healthy producers carry
+    /// batches of one pipeline.
+    #[test]
+    fn workers_failing_together_replace_the_producer_once() {
+        let publisher = publisher();
+        let failed = publisher.producer();
+        let workers = 8;
+        let barrier = std::sync::Barrier::new(workers);
+        let replaced: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        publisher.replace(&failed).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        });
+        assert_eq!(publisher.renewals.load(Ordering::Relaxed), 1, "producers created");
+        assert_eq!(replaced, 1);
+        assert!(!Arc::ptr_eq(&publisher.producer(), &failed));
     }
 
     #[test]

@@ -163,7 +163,8 @@ impl Worker {
     /// handed to the producer while batch `n` waits for its acknowledgements, then `n`
     /// is cleared. The read of `n + 1` leaves out the rows of `n` (produced, not yet
     /// cleared); everything else about the order argument of the crate docs holds, the
-    /// same producer sending `n` before `n + 1`. A batch some of whose rows were not
+    /// same producer sending `n` before `n + 1` (`n + 1` is handed to `n`'s producer,
+    /// not to whichever is current: see [`Publisher::enqueue`]). A batch some of whose rows were not
     /// handed to the producer (one was refused) is never pipelined: it is finished
     /// before the next read, which then starts again from the rows it left.
     ///
@@ -185,9 +186,10 @@ impl Worker {
             let reading = !token.is_cancelled() && self.shared.unchanged(self.index, generation);
             let read = if reading { Some(self.read(shards, in_flight.as_ref()).await) } else { None };
             let next = match read {
-                Some(Ok((rows, full))) if !rows.is_empty() => {
-                    Some((self.publisher.enqueue(&rows, token, drain.left(token)).await, full))
-                }
+                Some(Ok((rows, full))) if !rows.is_empty() => Some((
+                    self.publisher.enqueue(&rows, in_flight.as_ref(), token, drain.left(token)).await,
+                    full,
+                )),
                 Some(Ok(_)) | None => None,
                 Some(Err(e)) => {
                     if let Some(batch) = in_flight.take() {
