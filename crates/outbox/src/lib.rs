@@ -89,7 +89,8 @@
 //! publication the broker acknowledged, and every read takes the *oldest remaining*
 //! rows of a shard (leaving out only the rows of the batch still in flight, by their
 //! ids, which are not skipped but already handed to the producer, and the rows of keys
-//! with a quarantined row, which wait until it is back or discarded). A row that
+//! with a quarantined row, which wait until it is back or discarded, or held back by
+//! the worker until a refused row's next attempt). A row that
 //! commits after rows with larger ids (two transactions that took ids 7 and 8 and
 //! committed in the order 8, 7) is simply not visible to one
 //! read and still there for the next: the read after its commit returns it, because
@@ -114,7 +115,9 @@
 //! > which therefore sits earlier in the partition log than anything produced
 //! > afterwards. Or `r1` was in the quarantine: then the read left `r2` out (the
 //! > quarantine and the key's reads exclude each other in one snapshot), so this case
-//! > does not arise; a re-queued `r1` is back with its own id, before `r2`. In every
+//! > does not arise; a re-queued `r1` is back with its own id, before `r2`. Or `r1`'s
+//! > key was held back by the worker (a refused `r1` waiting for its next attempt):
+//! > the read left `r2` out too. In every
 //! > case a copy of `r1` precedes the first `r2` (unless `r1` was discarded by hand).
 //! > The producer is handed `r1` and `r2` in that order only if it took `r1`: a batch
 //! > stops at the first row the producer refuses, and is finished before the next read.
@@ -151,11 +154,19 @@
 //!
 //! A row that fails for a reason of its own (the topic does not exist or may not be
 //! written, the record is too large or invalid) would fail for ever, and hold up every
-//! later row of its worker's shards. The relay counts such failures per row (the
-//! lowest id failing for its own reason in a batch: the failures after it are usually
-//! its consequences) and retries with backoff; after `quarantine_after` attempts
-//! ([`RelayOptions::quarantine_after`]) it moves the row to `outbox_quarantine` with
-//! the reason and the attempts (one statement), counts it in
+//! later row of its worker's shards. A row the producer refuses before sending it for
+//! a reason it meets on every attempt (larger than the producer's `message.max.bytes`,
+//! a topic name that is invalid or that the cluster's metadata says does not exist) is
+//! quarantined at its first attempt. Any other such failure (the broker refused the
+//! record) is counted per row (the lowest id failing for its own reason in a batch:
+//! the failures after it are usually its consequences) and the row's **key is held
+//! back** in the worker's memory with a backoff of its own (`retry_backoff_min`
+//! doubled per attempt up to `retry_backoff_max`): the reads leave that key's rows out
+//! until its next attempt, and the worker goes on with every other key at once, so one
+//! refused row does not stall its worker's shards while it builds up its attempts.
+//! After `quarantine_after` attempts ([`RelayOptions::quarantine_after`]) the relay
+//! moves the row to `outbox_quarantine` with the reason and the attempts (one
+//! statement), counts it in
 //! [`metric::QUARANTINED`] (and [`metric::QUARANTINE_ROWS`] shows the quarantine's
 //! size), logs it at ERROR (a person must look), and goes on.
 //! Readiness is not affected by such failures, before or after the quarantine: one bad
@@ -166,7 +177,8 @@
 //! ids, so each goes before the rows of its key that waited behind it, in the same
 //! statement that takes it out of the quarantine) or **discards** them (the waiting
 //! rows go on), and wakes the relays. Attempts are counted in memory: a restart or a
-//! hand-over of the shard counts again from zero. Order per key holds within a topic:
+//! hand-over of the shard counts again from zero, and releases held-back keys. Order
+//! per key holds within a topic:
 //! a later row of the same key addressed to *another* topic may already be published
 //! when the first one fails.
 //!

@@ -36,20 +36,49 @@ pub(crate) enum PublishError {
     /// The producer refused the record at once (it was not sent); the rows after it in
     /// the batch were not handed to the producer either.
     #[error("cannot enqueue row {id} to {topic}: {error}")]
-    Enqueue { id: i64, topic: String, error: KafkaError },
+    Enqueue { id: i64, key: Vec<u8>, topic: String, error: KafkaError },
     /// The broker or the producer failed the record.
     #[error("delivery of row {id} failed: {error}")]
-    Delivery { id: i64, error: KafkaError },
+    Delivery { id: i64, key: Vec<u8>, error: KafkaError },
     /// The producer went away before reporting (a bug or a shutdown).
     #[error("delivery of row {id} was cancelled")]
-    Cancelled { id: i64 },
+    Cancelled { id: i64, key: Vec<u8> },
 }
 
 impl PublishError {
     /// The row that failed.
     pub(crate) fn id(&self) -> i64 {
         match self {
-            Self::Enqueue { id, .. } | Self::Delivery { id, .. } | Self::Cancelled { id } => *id,
+            Self::Enqueue { id, .. } | Self::Delivery { id, .. } | Self::Cancelled { id, .. } => *id,
+        }
+    }
+
+    /// The key of the row that failed.
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Self::Enqueue { key, .. } | Self::Delivery { key, .. } | Self::Cancelled { key, .. } => key,
+        }
+    }
+
+    /// Whether the producer refused the record before sending it, for a reason that
+    /// the same record meets on every attempt with the same configuration: larger than
+    /// the producer's `message.max.bytes`, or a topic name that is invalid or that the
+    /// cluster's metadata says does not exist. Such a row is quarantined at its first
+    /// attempt: retrying only holds up the other rows.
+    pub(crate) fn is_local_refusal(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        match self {
+            Self::Enqueue { error, .. } => matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    C::MessageSizeTooLarge
+                        | C::InvalidMessageSize
+                        | C::InvalidTopic
+                        | C::UnknownTopic
+                        | C::UnknownTopicOrPartition
+                )
+            ),
+            Self::Delivery { .. } | Self::Cancelled { .. } => false,
         }
     }
 
@@ -113,15 +142,18 @@ impl Published {
 /// The delivery report of one record, with what the relay needs to know about its row.
 struct Pending {
     id: i64,
+    key: Vec<u8>,
     created_at: SystemTime,
     delivery: DeliveryFuture,
 }
 
 impl Future for Pending {
-    type Output = (i64, SystemTime, Result<OwnedDeliveryResult, Canceled>);
+    type Output = (i64, Vec<u8>, SystemTime, Result<OwnedDeliveryResult, Canceled>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.delivery).poll(cx).map(|outcome| (self.id, self.created_at, outcome))
+        Pin::new(&mut self.delivery)
+            .poll(cx)
+            .map(|outcome| (self.id, std::mem::take(&mut self.key), self.created_at, outcome))
     }
 }
 
@@ -302,7 +334,12 @@ impl Publisher {
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => {
-                        pending.push(Pending { id: row.id, created_at: row.created_at, delivery });
+                        pending.push(Pending {
+                            id: row.id,
+                            key: row.key.clone(),
+                            created_at: row.created_at,
+                            delivery,
+                        });
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -319,6 +356,7 @@ impl Publisher {
                     Err((error, _)) => {
                         published.failures.push(PublishError::Enqueue {
                             id: row.id,
+                            key: row.key.clone(),
                             topic: row.topic.clone(),
                             error,
                         });
@@ -359,7 +397,7 @@ impl Publisher {
                     }
                 },
             };
-            let Some((id, created_at, outcome)) = next else { break };
+            let Some((id, key, created_at, outcome)) = next else { break };
             match outcome {
                 Ok(Ok(_delivery)) => {
                     published.acked.push(id);
@@ -367,8 +405,10 @@ impl Publisher {
                     let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
                     metrics::histogram!(metric::PUBLISH_LATENCY).record(latency.as_secs_f64());
                 }
-                Ok(Err((error, _message))) => published.failures.push(PublishError::Delivery { id, error }),
-                Err(_canceled) => published.failures.push(PublishError::Cancelled { id }),
+                Ok(Err((error, _message))) => {
+                    published.failures.push(PublishError::Delivery { id, key, error })
+                }
+                Err(_canceled) => published.failures.push(PublishError::Cancelled { id, key }),
             }
         }
         metrics::counter!(metric::PUBLISHED).increment(acked);
@@ -465,17 +505,25 @@ mod tests {
         let code = |c| KafkaError::MessageProduction(c);
         let published = Published {
             failures: vec![
-                PublishError::Delivery { id: 3, error: code(RDKafkaErrorCode::Fatal) },
-                PublishError::Delivery { id: 9, error: code(RDKafkaErrorCode::MessageSizeTooLarge) },
-                PublishError::Delivery { id: 7, error: code(RDKafkaErrorCode::UnknownTopic) },
+                PublishError::Delivery { id: 3, key: Vec::new(), error: code(RDKafkaErrorCode::Fatal) },
+                PublishError::Delivery {
+                    id: 9,
+                    key: Vec::new(),
+                    error: code(RDKafkaErrorCode::MessageSizeTooLarge),
+                },
+                PublishError::Delivery {
+                    id: 7,
+                    key: Vec::new(),
+                    error: code(RDKafkaErrorCode::UnknownTopic),
+                },
             ],
             ..Published::default()
         };
         assert_eq!(published.failure().map(PublishError::id), Some(7));
         let published = Published {
             failures: vec![
-                PublishError::Cancelled { id: 5 },
-                PublishError::Delivery { id: 4, error: code(RDKafkaErrorCode::Fatal) },
+                PublishError::Cancelled { id: 5, key: Vec::new() },
+                PublishError::Delivery { id: 4, key: Vec::new(), error: code(RDKafkaErrorCode::Fatal) },
             ],
             ..Published::default()
         };

@@ -15,7 +15,7 @@ use crate::{
     lease::{LeaseKeeper, LeaseSettings},
     metric,
     publish::Publisher,
-    quarantine::Attempts,
+    quarantine::{Attempts, Held},
     status::{RelayStatus, Shared},
     store::Store,
     worker::{STATEMENT_TIMEOUT, Worker},
@@ -93,6 +93,7 @@ impl Relay {
                 shared: Arc::clone(&shared),
                 options: options.clone(),
                 attempts: Mutex::new(Attempts::default()),
+                held: Mutex::new(Held::default()),
             };
             workers.spawn(worker.run(token.clone()));
         }

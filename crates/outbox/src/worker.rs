@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     RelayOptions, metric,
     publish::{Enqueued, PublishError, Publisher},
-    quarantine::Attempts,
+    quarantine::{Attempts, Held},
     status::Shared,
     store::{OutboxRow, Store, StoreError},
 };
@@ -27,6 +27,7 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) options: RelayOptions,
     pub(crate) attempts: Mutex<Attempts>,
+    pub(crate) held: Mutex<Held>,
 }
 
 /// Why a batch did not complete.
@@ -42,12 +43,15 @@ enum BatchError {
         #[source]
         error: StoreError,
     },
-    /// `quarantined`: the failing row was set aside, the batch can go again at once.
+    /// `quarantined`: the failing row was set aside; `held`: its key is held back for
+    /// that long, until the row's next attempt. Either way the other keys can go again
+    /// at once.
     #[error("{failure}")]
     Publish {
         #[source]
         failure: PublishError,
         quarantined: bool,
+        held: Option<Duration>,
     },
     #[error("a statement took longer than {STATEMENT_TIMEOUT:?}")]
     Timeout(&'static str),
@@ -116,7 +120,7 @@ impl Worker {
                     self.idle(&token).await;
                 }
                 Ok(Run::Stopped) => break,
-                Err(BatchError::Publish { failure, quarantined: true }) => {
+                Err(BatchError::Publish { failure, quarantined: true, .. }) => {
                     // Logged where it was quarantined; the rest goes on at once.
                     metrics::counter!(metric::ERRORS, "stage" => "publish").increment(1);
                     tracing::debug!(
@@ -125,6 +129,17 @@ impl Worker {
                         "row quarantined"
                     );
                     backoff = builder.build();
+                }
+                Err(BatchError::Publish { failure, held: Some(retry_in), .. }) => {
+                    // Only its key waits; the other keys go on at once.
+                    metrics::counter!(metric::ERRORS, "stage" => "publish").increment(1);
+                    tracing::warn!(
+                        worker = self.index,
+                        error = crate::error_chain(&failure),
+                        ?retry_in,
+                        "outbox row refused; its key is held back until its next attempt before \
+                         quarantine, the other keys go on"
+                    );
                 }
                 Err(e) => {
                     metrics::counter!(metric::ERRORS, "stage" => e.stage()).increment(1);
@@ -150,11 +165,15 @@ impl Worker {
         }
     }
 
-    /// Sleeps until a notification, the poll interval or shutdown.
+    /// Sleeps until a notification, the poll interval, the release of a held-back key
+    /// or shutdown.
     async fn idle(&self, token: &CancellationToken) {
+        let now = tokio::time::Instant::now();
+        let release = self.held.lock().unwrap_or_else(PoisonError::into_inner).next_release(now);
+        let sleep = release.map_or(self.options.poll_interval, |r| r.min(self.options.poll_interval));
         tokio::select! {
             () = self.shared.woken(self.index) => {}
-            () = tokio::time::sleep(self.options.poll_interval) => {}
+            () = tokio::time::sleep(sleep) => {}
             () = token.cancelled() => {}
         }
     }
@@ -222,7 +241,7 @@ impl Worker {
     }
 
     /// Reads the next batch: the oldest `batch_size` rows of `shards` but for the rows
-    /// of the batch `in_flight`. Returns the rows in id order, and whether the read was
+    /// of the batch `in_flight` and of the keys held back. Returns the rows in id order, and whether the read was
     /// full (more rows are probably waiting).
     async fn read(
         &self,
@@ -231,9 +250,11 @@ impl Worker {
     ) -> Result<(Vec<OutboxRow>, bool), BatchError> {
         let produced: Vec<i64> =
             in_flight.map(|batch| batch.ids.iter().copied().collect()).unwrap_or_default();
+        let held =
+            self.held.lock().unwrap_or_else(PoisonError::into_inner).active(tokio::time::Instant::now());
         let rows = tokio::time::timeout(
             STATEMENT_TIMEOUT,
-            self.store.read(shards, self.options.batch_size, &produced),
+            self.store.read(shards, self.options.batch_size, &produced, &held),
         )
         .await
         .map_err(|_| BatchError::Timeout("read"))?
@@ -289,17 +310,27 @@ impl Worker {
         let Some(failure) = failure.map(|f| f.id()) else { return Ok(()) };
         let index = published.failures.iter().position(|f| f.id() == failure).unwrap_or(0);
         let failure = published.failures.swap_remove(index);
-        let quarantined = if failure.is_record_error() { self.count_attempt(&failure).await? } else { false };
-        Err(BatchError::Publish { failure, quarantined })
+        let (quarantined, held) =
+            if failure.is_record_error() { self.count_attempt(&failure).await? } else { (false, None) };
+        Err(BatchError::Publish { failure, quarantined, held })
     }
 
-    /// Counts a failed attempt of the row of `failure` (the record's own fault);
-    /// quarantines the row when it has had its attempts. Returns whether it did.
-    async fn count_attempt(&self, failure: &PublishError) -> Result<bool, BatchError> {
+    /// Counts a failed attempt of the row of `failure` (the record's own fault). A row
+    /// the producer refused before sending it for a reason it meets on every attempt
+    /// ([`PublishError::is_local_refusal`]), or one that has had its attempts, is
+    /// quarantined; any other has its key held back until its next attempt, with a
+    /// backoff of its own (the other keys go on meanwhile). Returns whether it was
+    /// quarantined, and for how long its key is held back.
+    async fn count_attempt(&self, failure: &PublishError) -> Result<(bool, Option<Duration>), BatchError> {
         let id = failure.id();
         let attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner).failed(id);
-        if attempts < self.options.quarantine_after {
-            return Ok(false);
+        if attempts < self.options.quarantine_after && !failure.is_local_refusal() {
+            let delay = self.hold_delay(attempts);
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .hold(failure.key(), tokio::time::Instant::now() + delay);
+            return Ok((false, Some(delay)));
         }
         let reason = crate::error_chain(failure);
         let moved = tokio::time::timeout(STATEMENT_TIMEOUT, self.store.quarantine(id, attempts, &reason))
@@ -318,6 +349,13 @@ impl Worker {
                  wait until it is re-queued or discarded"
             );
         }
-        Ok(moved)
+        Ok((moved, None))
+    }
+
+    /// How long a row's key is held back after its `attempts`-th failed attempt:
+    /// `retry_backoff_min` doubled per attempt, at most `retry_backoff_max`.
+    fn hold_delay(&self, attempts: u32) -> Duration {
+        let (min, max) = (self.options.retry_backoff_min, self.options.retry_backoff_max);
+        min.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(max.max(min))
     }
 }
