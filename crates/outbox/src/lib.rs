@@ -120,7 +120,8 @@
 //! > the read left `r2` out too. In every
 //! > case a copy of `r1` precedes the first `r2` (unless `r1` was discarded by hand).
 //! > The producer is handed `r1` and `r2` in that order only if it took `r1`: a batch
-//! > stops at the first row the producer refuses, and is finished before the next read.
+//! > stops at the first row the producer refuses (or the first row sent alone that
+//! > fails), and is finished before the next read.
 //!
 //! So ownership is not what makes the order right; it makes the work efficient (one
 //! relay per shard, no duplicate publications in normal operation). During a hand-over
@@ -158,10 +159,17 @@
 //! a reason it meets on every attempt (larger than the producer's `message.max.bytes`,
 //! a topic name that is invalid or that the cluster's metadata says does not exist) is
 //! quarantined at its first attempt. Any other such failure (the broker refused the
-//! record) is counted per row (the lowest id failing for its own reason in a batch:
-//! the failures after it are usually its consequences) and the row's **key is held
-//! back** in the worker's memory with a backoff of its own (`retry_backoff_min`
-//! doubled per attempt up to `retry_backoff_max`): the reads leave that key's rows out
+//! record) is charged to a row only when the broker's verdict is that row's own: the
+//! broker refuses a whole record batch of a partition with one error code, so when
+//! several rows fail for a record's reason at once, none is charged and each of them is
+//! next **sent alone** (after every row handed before it is acknowledged, and
+//! acknowledged itself before the next row is handed), so that an innocent row batched
+//! with an oversized one is published and only the row at fault counts an attempt. (The
+//! failures of other kinds beside it, such as the rows failed by the gapless guarantee
+//! stopping the producer, are its consequences and are retried.) The charged row's
+//! **key is held back** in the worker's memory with a backoff of its own
+//! (`retry_backoff_min` doubled per attempt up to `retry_backoff_max`): the reads
+//! leave that key's rows out
 //! until its next attempt, and the worker goes on with every other key at once, so one
 //! refused row does not stall its worker's shards while it builds up its attempts.
 //! After `quarantine_after` attempts ([`RelayOptions::quarantine_after`]) the relay
@@ -178,8 +186,7 @@
 //! statement that takes it out of the quarantine) or **discards** them (the waiting
 //! rows go on), and wakes the relays. Attempts are counted in memory: a restart or a
 //! hand-over of the shard counts again from zero, and releases held-back keys. Order
-//! per key holds within a topic:
-//! a later row of the same key addressed to *another* topic may already be published
+//! per key holds within a topic: a later row of the same key addressed to *another* topic may already be published
 //! when the first one fails.
 //!
 //! Other failures (a fatal producer error, the broker unreachable) count no attempt:

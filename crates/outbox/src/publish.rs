@@ -123,6 +123,9 @@ pub(crate) struct Published {
     /// Shutdown came and the drain deadline passed before every acknowledgement: the
     /// unacknowledged rows' outcome is unknown, so they stay.
     pub(crate) abandoned: bool,
+    /// Rows sent alone (suspects of an earlier batch-level refusal, see
+    /// [`Publisher::enqueue`]): the broker's verdict on them is their own.
+    pub(crate) alone: Vec<i64>,
 }
 
 impl Published {
@@ -310,19 +313,34 @@ impl Publisher {
     /// before the earlier rows it was never given), else to the current one. A row waits
     /// for room in the queue rather than letting a later one overtake it; when `token`
     /// is cancelled, it waits at most `drain` more.
+    ///
+    /// A row of `suspects` (one of several rows that failed together in an earlier
+    /// batch, such as a record batch the broker refused as a whole, where the error does
+    /// not say which row was at fault) is sent alone: after every row handed before it
+    /// was acknowledged, and acknowledged itself before the next row is handed, so that
+    /// the broker's verdict on it is its own. A failure there stops the batch, as a
+    /// refused row does. `after` must be `None` when `rows` hold a suspect.
     pub(crate) async fn enqueue(
         &self,
         rows: &[OutboxRow],
         after: Option<&Enqueued>,
+        suspects: &HashSet<i64>,
         token: &CancellationToken,
         drain: Duration,
     ) -> Enqueued {
         let producer = after.map_or_else(|| self.producer(), |batch| Arc::clone(&batch.producer));
         let mut published = Published::default();
-        let pending = FuturesUnordered::new();
+        let mut pending = FuturesUnordered::new();
         let mut deadline: Option<Instant> = None;
         let mut ids = HashSet::with_capacity(rows.len());
         'rows: for row in rows {
+            let alone = suspects.contains(&row.id);
+            if alone {
+                settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+                if !published.failures.is_empty() || published.abandoned {
+                    break 'rows;
+                }
+            }
             let headers =
                 row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (k, v)| {
                     h.insert(Header { key: k, value: Some(v.as_bytes()) })
@@ -365,6 +383,13 @@ impl Publisher {
                 }
             }
             ids.insert(row.id);
+            if alone {
+                settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+                published.alone.push(row.id);
+                if !published.failures.is_empty() || published.abandoned {
+                    break 'rows;
+                }
+            }
         }
         Enqueued { producer, pending, ids, published }
     }
@@ -379,44 +404,55 @@ impl Publisher {
     ) -> Published {
         let Enqueued { producer, mut pending, mut published, .. } = batch;
         let mut deadline: Option<Instant> = published.abandoned.then(Instant::now);
-        let mut acked = 0u64;
-        loop {
-            let next = match deadline {
-                Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        published.abandoned = true;
-                        break;
-                    }
-                },
-                None => tokio::select! {
-                    next = pending.next() => next,
-                    () = token.cancelled() => {
-                        deadline = Some(Instant::now() + drain);
-                        continue;
-                    }
-                },
-            };
-            let Some((id, key, created_at, outcome)) = next else { break };
-            match outcome {
-                Ok(Ok(_delivery)) => {
-                    published.acked.push(id);
-                    acked += 1;
-                    let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
-                    metrics::histogram!(metric::PUBLISH_LATENCY).record(latency.as_secs_f64());
-                }
-                Ok(Err((error, _message))) => {
-                    published.failures.push(PublishError::Delivery { id, key, error })
-                }
-                Err(_canceled) => published.failures.push(PublishError::Cancelled { id, key }),
-            }
-        }
-        metrics::counter!(metric::PUBLISHED).increment(acked);
+        settle(&mut pending, &mut published, token, drain, &mut deadline).await;
         if !published.failures.is_empty() {
             self.renew_if_fatal(&producer, published.failure());
         }
         published
     }
+}
+
+/// Waits for every delivery report of `pending`, recording them in `published`. When
+/// `token` is cancelled meanwhile, waits until `deadline` (set to `drain` from then if
+/// not set yet), then gives up on the rest (`published.abandoned`).
+async fn settle(
+    pending: &mut FuturesUnordered<Pending>,
+    published: &mut Published,
+    token: &CancellationToken,
+    drain: Duration,
+    deadline: &mut Option<Instant>,
+) {
+    let mut acked = 0u64;
+    loop {
+        let next = match *deadline {
+            Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    published.abandoned = true;
+                    break;
+                }
+            },
+            None => tokio::select! {
+                next = pending.next() => next,
+                () = token.cancelled() => {
+                    *deadline = Some(Instant::now() + drain);
+                    continue;
+                }
+            },
+        };
+        let Some((id, key, created_at, outcome)) = next else { break };
+        match outcome {
+            Ok(Ok(_delivery)) => {
+                published.acked.push(id);
+                acked += 1;
+                let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
+                metrics::histogram!(metric::PUBLISH_LATENCY).record(latency.as_secs_f64());
+            }
+            Ok(Err((error, _message))) => published.failures.push(PublishError::Delivery { id, key, error }),
+            Err(_canceled) => published.failures.push(PublishError::Cancelled { id, key }),
+        }
+    }
+    metrics::counter!(metric::PUBLISHED).increment(acked);
 }
 
 #[cfg(test)]
@@ -465,12 +501,12 @@ mod tests {
         let publisher = publisher();
         let token = CancellationToken::new();
         let drain = Duration::from_secs(1);
-        let n = publisher.enqueue(&rows(1..=3), None, &token, drain).await;
+        let n = publisher.enqueue(&rows(1..=3), None, &HashSet::new(), &token, drain).await;
         assert!(!n.incomplete());
         assert!(publisher.replace(&n.producer).unwrap(), "replaced, as after a fatal error");
-        let next = publisher.enqueue(&rows(4..=6), Some(&n), &token, drain).await;
+        let next = publisher.enqueue(&rows(4..=6), Some(&n), &HashSet::new(), &token, drain).await;
         assert!(Arc::ptr_eq(&next.producer, &n.producer), "batch n + 1 went on another producer than n");
-        let fresh = publisher.enqueue(&rows(7..=7), None, &token, drain).await;
+        let fresh = publisher.enqueue(&rows(7..=7), None, &HashSet::new(), &token, drain).await;
         assert!(Arc::ptr_eq(&fresh.producer, &publisher.producer()), "a new chain starts on the current one");
         assert!(!Arc::ptr_eq(&fresh.producer, &n.producer));
     }

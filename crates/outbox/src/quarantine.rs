@@ -3,7 +3,7 @@
 //! in the crate docs), and the workers' count of each failing row's attempts.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, SystemTime},
 };
 
@@ -135,6 +135,10 @@ impl Quarantine {
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
     counts: HashMap<i64, u32>,
+    /// Rows that failed together for a reason of a record's own, without saying which
+    /// record (a record batch the broker refused as a whole): each is sent alone next,
+    /// and only then charged with an attempt.
+    suspects: HashSet<i64>,
 }
 
 /// More rows than this failing at once means something else is wrong; forgetting
@@ -154,11 +158,32 @@ impl Attempts {
 
     /// Forgets the rows `ids` (published or quarantined).
     pub(crate) fn forget(&mut self, ids: &[i64]) {
-        if !self.counts.is_empty() {
+        if !self.counts.is_empty() || !self.suspects.is_empty() {
             for id in ids {
                 self.counts.remove(id);
+                self.suspects.remove(id);
             }
         }
+    }
+
+    /// Marks the rows `ids` as suspects, to be sent alone.
+    pub(crate) fn suspect(&mut self, ids: impl IntoIterator<Item = i64>) {
+        if self.suspects.len() >= MAX_TRACKED {
+            self.suspects.clear();
+        }
+        self.suspects.extend(ids);
+    }
+
+    /// The rows `ids` no longer suspects (each was sent alone).
+    pub(crate) fn cleared(&mut self, ids: &[i64]) {
+        for id in ids {
+            self.suspects.remove(id);
+        }
+    }
+
+    /// The suspects, to send alone.
+    pub(crate) fn suspects(&self) -> HashSet<i64> {
+        self.suspects.clone()
     }
 }
 

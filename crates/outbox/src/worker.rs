@@ -44,14 +44,16 @@ enum BatchError {
         error: StoreError,
     },
     /// `quarantined`: the failing row was set aside; `held`: its key is held back for
-    /// that long, until the row's next attempt. Either way the other keys can go again
-    /// at once.
+    /// that long, until the row's next attempt; `suspects`: that many rows failed
+    /// together for a record's reason, to be sent alone. In these cases the other keys
+    /// can go again at once.
     #[error("{failure}")]
     Publish {
         #[source]
         failure: PublishError,
         quarantined: bool,
         held: Option<Duration>,
+        suspects: usize,
     },
     #[error("a statement took longer than {STATEMENT_TIMEOUT:?}")]
     Timeout(&'static str),
@@ -141,6 +143,15 @@ impl Worker {
                          quarantine, the other keys go on"
                     );
                 }
+                Err(BatchError::Publish { failure, suspects, .. }) if suspects > 0 => {
+                    metrics::counter!(metric::ERRORS, "stage" => "publish").increment(1);
+                    tracing::warn!(
+                        worker = self.index,
+                        error = crate::error_chain(&failure),
+                        suspects,
+                        "outbox rows refused together; sending each alone to find the one at fault"
+                    );
+                }
                 Err(e) => {
                     metrics::counter!(metric::ERRORS, "stage" => e.stage()).increment(1);
                     let delay = backoff.next().unwrap_or(self.options.retry_backoff_max);
@@ -205,10 +216,21 @@ impl Worker {
             let reading = !token.is_cancelled() && self.shared.unchanged(self.index, generation);
             let read = if reading { Some(self.read(shards, in_flight.as_ref()).await) } else { None };
             let next = match read {
-                Some(Ok((rows, full))) if !rows.is_empty() => Some((
-                    self.publisher.enqueue(&rows, in_flight.as_ref(), token, drain.left(token)).await,
-                    full,
-                )),
+                Some(Ok((rows, full))) if !rows.is_empty() => {
+                    let suspects = self.attempts.lock().unwrap_or_else(PoisonError::into_inner).suspects();
+                    if rows.iter().any(|r| suspects.contains(&r.id)) {
+                        // A suspect is sent alone: nothing may be pending beside it on
+                        // the producer, so the batch in flight is finished first.
+                        if let Some(batch) = in_flight.take() {
+                            self.finish(batch, token, &mut drain).await?;
+                        }
+                    }
+                    let enqueued = self
+                        .publisher
+                        .enqueue(&rows, in_flight.as_ref(), &suspects, token, drain.left(token))
+                        .await;
+                    Some((enqueued, full))
+                }
                 Some(Ok(_)) | None => None,
                 Some(Err(e)) => {
                     if let Some(batch) = in_flight.take() {
@@ -307,12 +329,39 @@ impl Worker {
                 "shutdown before every acknowledgement; unacknowledged rows stay in the outbox"
             );
         }
-        let Some(failure) = failure.map(|f| f.id()) else { return Ok(()) };
-        let index = published.failures.iter().position(|f| f.id() == failure).unwrap_or(0);
+        let first = failure.map(|f| f.id());
+        if !published.alone.is_empty() {
+            self.attempts.lock().unwrap_or_else(PoisonError::into_inner).cleared(&published.alone);
+        }
+        let Some(first) = first else { return Ok(()) };
+        // The failure to charge with an attempt: a refusal by the producer itself, or a
+        // row the broker refused when sent alone, or the only row refused for a reason
+        // of its own (a record batch the broker refuses fails every row in it with the
+        // same error, so a single such failure was alone in its record batch).
+        let failures = &published.failures;
+        let record: Vec<usize> = (0..failures.len()).filter(|i| failures[*i].is_record_error()).collect();
+        let charged = record
+            .iter()
+            .copied()
+            .find(|i| failures[*i].is_local_refusal())
+            .or_else(|| record.iter().copied().find(|i| published.alone.contains(&failures[*i].id())))
+            .or_else(|| if record.len() == 1 { record.first().copied() } else { None });
+        if let Some(index) = charged {
+            let failure = published.failures.swap_remove(index);
+            let (quarantined, held) = self.count_attempt(&failure).await?;
+            return Err(BatchError::Publish { failure, quarantined, held, suspects: 0 });
+        }
+        // Several rows refused together: the error does not say which row is at fault.
+        // None is charged; each is sent alone next (at once), where the broker's verdict
+        // is its own.
+        let suspects: Vec<i64> = record.iter().map(|i| failures[*i].id()).collect();
+        let index = failures.iter().position(|f| f.id() == first).unwrap_or(0);
         let failure = published.failures.swap_remove(index);
-        let (quarantined, held) =
-            if failure.is_record_error() { self.count_attempt(&failure).await? } else { (false, None) };
-        Err(BatchError::Publish { failure, quarantined, held })
+        let count = suspects.len();
+        if count > 0 {
+            self.attempts.lock().unwrap_or_else(PoisonError::into_inner).suspect(suspects);
+        }
+        Err(BatchError::Publish { failure, quarantined: false, held: None, suspects: count })
     }
 
     /// Counts a failed attempt of the row of `failure` (the record's own fault). A row

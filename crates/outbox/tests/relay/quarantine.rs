@@ -312,3 +312,46 @@ async fn while_a_refused_row_builds_up_attempts_only_its_key_waits() {
     assert_eq!(world.rows_of(bad).await, 1, "the later row of its key waits");
     relay.stop(Duration::from_secs(30)).await;
 }
+
+/// The broker refuses a whole record batch with one error code (here: larger than the
+/// topic's `max.message.bytes`), so every row of that batch fails the same way. The
+/// innocent rows read with the oversized one, before and after it in the same
+/// partition and linger batch, must be published; only the oversized row may be
+/// charged with attempts and quarantined.
+#[tokio::test]
+async fn rows_refused_with_an_oversized_one_in_the_same_record_batch_are_not_quarantined() {
+    let mut world = World::new().await;
+    // One partition: every row in the same partition and, with a long linger, the same
+    // record batch.
+    let topic = world.kafka.topic_with("single", 1, &[("max.message.bytes", "10000")]).await;
+    let (innocent, bad, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut payload = b"1".to_vec();
+    payload.resize(20_000, b' ');
+    world.append_event(TestEvent::new(&topic, innocent, 1)).await;
+    world.append_event(TestEvent::new(&topic, bad, 1).payload(payload)).await;
+    world.append_event(TestEvent::new(&topic, after, 1)).await;
+    let relay = Running::start(world.relay_configured(
+        &orders_testkit::kafka::bootstrap_servers(),
+        &[("linger.ms", "200")],
+        World::options(),
+    ));
+    let reader = world.kafka.consumer_from_start(&topic, 1);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while world.quarantined().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the oversized row is not quarantined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (seen, messages) = read_until(&reader, 2, Duration::from_secs(60)).await;
+    assert_eq!(versions_of(&messages, innocent), vec![1], "{seen:?}");
+    assert_eq!(versions_of(&messages, after), vec![1], "{seen:?}");
+    let quarantined = world.quarantined().await;
+    assert_eq!(
+        quarantined.iter().map(|q| q.1.clone()).collect::<Vec<_>>(),
+        vec![bad.to_string()],
+        "only the oversized row is quarantined: {quarantined:?}"
+    );
+    assert!(quarantined[0].3.contains("too large"), "{quarantined:?}");
+    assert_eq!(world.outbox_rows().await, 0);
+    relay.stop(Duration::from_secs(30)).await;
+}
