@@ -48,7 +48,9 @@
 //!   *member*, and one exclusive advisory lock per shard it *owns*. It also `LISTEN`s on
 //!   the notify channel there and wakes the workers on every notification.
 //! - **Workers** (`workers` of them, 1 by default; shard `s` belongs to worker
-//!   `s % workers`) loop: read the oldest rows of their owned shards (`ORDER BY id
+//!   `s % workers`; each with a Kafka producer of its own, so that a record the broker
+//!   refuses stops only its own worker's producer and the broker's verdict on a record
+//!   batch concerns only that worker's rows) loop: read the oldest rows of their owned shards (`ORDER BY id
 //!   LIMIT batch_size`), hand them to the producer in id order, wait for every
 //!   acknowledgement, then delete the acknowledged rows in one statement. When a batch
 //!   is full (a backlog), the next one is read and handed to the producer while the
@@ -141,9 +143,10 @@
 //! records queued after it, version 2 of a key could be published while version 1
 //! failed; with the guarantee the producer stops instead (a fatal error), the records
 //! after the gap fail too, and the relay creates a new producer and tries again from
-//! the oldest row. The producer is replaced by a compare-and-swap under one lock: when
-//! several workers fail on the same fatal error, only the first replaces it, so a
-//! worker's two batches in flight never end up on two healthy producers. That costs a new producer per refused record and attempt, which
+//! the oldest row. The producer is replaced by a compare-and-swap under one lock (only
+//! the first of several callers failing on the same fatal error replaces it), and a
+//! pipelined batch goes on its predecessor's producer, so a worker's two batches in
+//! flight never end up on two healthy producers. That costs a new producer per refused record and attempt, which
 //! only happens for records that end in the quarantine: worth it for the order per
 //! key. A record the producer refuses before sending it (too large for its
 //! `message.max.bytes`, an invalid topic name) stops the batch there: the rows after it

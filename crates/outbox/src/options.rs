@@ -22,7 +22,7 @@ pub struct RelayOptions {
     pub batch_size: usize,
     /// Workers per relay; each takes the owned shards `s` with `s % workers == i`. One
     /// is usually enough (it pipelines its own batches); more run more batches at once
-    /// but read once each per notification.
+    /// but read once each per notification, and each has a Kafka producer of its own.
     pub workers: usize,
     /// How often the relay checks membership and takes or hands back shards.
     pub rebalance_interval: Duration,
