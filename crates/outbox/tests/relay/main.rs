@@ -207,13 +207,13 @@ async fn the_lease_session_has_short_server_side_keepalives() {
     relay.stop(Duration::from_secs(30)).await;
 }
 
-/// Two workers share one producer, pipeline their batches through a backlog, and the
-/// broker keeps refusing records (larger than the topic's `max.message.bytes`), each
-/// refusal stopping the shared producer (gapless guarantee) under the other worker's
-/// batches in flight, and renewing it. Every other row is published, each key in
-/// order: a pipelined batch never goes on another producer than the batch before it.
+/// Two workers pipeline their batches through a backlog while the broker keeps
+/// refusing records (larger than the topic's `max.message.bytes`), each refusal
+/// stopping a producer (gapless guarantee) under batches in flight, and renewing it.
+/// Every other row is published, each key in order, and only the refused rows are
+/// quarantined.
 #[tokio::test]
-async fn two_workers_keep_each_key_in_order_while_refused_records_renew_their_producer() {
+async fn two_workers_keep_each_key_in_order_while_refused_records_renew_their_producers() {
     let world = World::with_topic_configs(&[("max.message.bytes", "10000")]).await;
     let orders: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
     let bad: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
