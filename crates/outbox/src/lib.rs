@@ -48,7 +48,9 @@
 //!   *member*, and one exclusive advisory lock per shard it *owns*. It also `LISTEN`s on
 //!   the notify channel there and wakes the workers on every notification.
 //! - **Workers** (`workers` of them, 1 by default; shard `s` belongs to worker
-//!   `s % workers`) loop: read the oldest rows of their owned shards (`ORDER BY id
+//!   `s % workers`; each with a Kafka producer of its own, so that a record the broker
+//!   refuses stops only its own worker's producer and the broker's verdict on a record
+//!   batch concerns only that worker's rows) loop: read the oldest rows of their owned shards (`ORDER BY id
 //!   LIMIT batch_size`), hand them to the producer in id order, wait for every
 //!   acknowledgement, then delete the acknowledged rows in one statement. When a batch
 //!   is full (a backlog), the next one is read and handed to the producer while the
@@ -89,7 +91,8 @@
 //! publication the broker acknowledged, and every read takes the *oldest remaining*
 //! rows of a shard (leaving out only the rows of the batch still in flight, by their
 //! ids, which are not skipped but already handed to the producer, and the rows of keys
-//! with a quarantined row, which wait until it is back or discarded). A row that
+//! with a quarantined row, which wait until it is back or discarded, or held back by
+//! the worker until a refused row's next attempt). A row that
 //! commits after rows with larger ids (two transactions that took ids 7 and 8 and
 //! committed in the order 8, 7) is simply not visible to one
 //! read and still there for the next: the read after its commit returns it, because
@@ -107,15 +110,20 @@
 //! > read returned it too (a read returns a prefix, in id order, of each shard's
 //! > remaining rows) and the same producer sent it before `r2` to the same partition,
 //! > where the idempotent producer keeps their order. Or `r1` was in the previous batch,
-//! > still in flight: the same producer was handed it before `r2`, same conclusion. Or
+//! > still in flight: the same producer was handed it before `r2` (a pipelined batch
+//! > goes on the producer of the batch before it, even when that producer was replaced
+//! > meanwhile: a replaced producer fails both, which is safe), same conclusion. Or
 //! > `r1` was gone: it was deleted only after the broker acknowledged a copy of it,
 //! > which therefore sits earlier in the partition log than anything produced
 //! > afterwards. Or `r1` was in the quarantine: then the read left `r2` out (the
 //! > quarantine and the key's reads exclude each other in one snapshot), so this case
-//! > does not arise; a re-queued `r1` is back with its own id, before `r2`. In every
+//! > does not arise; a re-queued `r1` is back with its own id, before `r2`. Or `r1`'s
+//! > key was held back by the worker (a refused `r1` waiting for its next attempt):
+//! > the read left `r2` out too. In every
 //! > case a copy of `r1` precedes the first `r2` (unless `r1` was discarded by hand).
 //! > The producer is handed `r1` and `r2` in that order only if it took `r1`: a batch
-//! > stops at the first row the producer refuses, and is finished before the next read.
+//! > stops at the first row the producer refuses (or the first row sent alone that
+//! > fails), and is finished before the next read.
 //!
 //! So ownership is not what makes the order right; it makes the work efficient (one
 //! relay per shard, no duplicate publications in normal operation). During a hand-over
@@ -135,7 +143,10 @@
 //! records queued after it, version 2 of a key could be published while version 1
 //! failed; with the guarantee the producer stops instead (a fatal error), the records
 //! after the gap fail too, and the relay creates a new producer and tries again from
-//! the oldest row. That costs a new producer per refused record and attempt, which
+//! the oldest row. The producer is replaced by a compare-and-swap under one lock (only
+//! the first of several callers failing on the same fatal error replaces it), and a
+//! pipelined batch goes on its predecessor's producer, so a worker's two batches in
+//! flight never end up on two healthy producers. That costs a new producer per refused record and attempt, which
 //! only happens for records that end in the quarantine: worth it for the order per
 //! key. A record the producer refuses before sending it (too large for its
 //! `message.max.bytes`, an invalid topic name) stops the batch there: the rows after it
@@ -147,11 +158,26 @@
 //!
 //! A row that fails for a reason of its own (the topic does not exist or may not be
 //! written, the record is too large or invalid) would fail for ever, and hold up every
-//! later row of its worker's shards. The relay counts such failures per row (the
-//! lowest id failing for its own reason in a batch: the failures after it are usually
-//! its consequences) and retries with backoff; after `quarantine_after` attempts
-//! ([`RelayOptions::quarantine_after`]) it moves the row to `outbox_quarantine` with
-//! the reason and the attempts (one statement), counts it in
+//! later row of its worker's shards. A row the producer refuses before sending it for
+//! a reason it meets on every attempt (larger than the producer's `message.max.bytes`,
+//! a topic name that is invalid or that the cluster's metadata says does not exist) is
+//! quarantined at its first attempt. Any other such failure (the broker refused the
+//! record) is charged to a row only when the broker's verdict is that row's own: the
+//! broker refuses a whole record batch of a partition with one error code, so when
+//! several rows fail for a record's reason at once, none is charged and each of them is
+//! next **sent alone** (after every row handed before it is acknowledged, and
+//! acknowledged itself before the next row is handed), so that an innocent row batched
+//! with an oversized one is published and only the row at fault counts an attempt. (The
+//! failures of other kinds beside it, such as the rows failed by the gapless guarantee
+//! stopping the producer, are its consequences and are retried.) The charged row's
+//! **key is held back** in the worker's memory with a backoff of its own
+//! (`retry_backoff_min` doubled per attempt up to `retry_backoff_max`): the reads
+//! leave that key's rows out
+//! until its next attempt, and the worker goes on with every other key at once, so one
+//! refused row does not stall its worker's shards while it builds up its attempts.
+//! After `quarantine_after` attempts ([`RelayOptions::quarantine_after`]) the relay
+//! moves the row to `outbox_quarantine` with the reason and the attempts (one
+//! statement), counts it in
 //! [`metric::QUARANTINED`] (and [`metric::QUARANTINE_ROWS`] shows the quarantine's
 //! size), logs it at ERROR (a person must look), and goes on.
 //! Readiness is not affected by such failures, before or after the quarantine: one bad
@@ -162,8 +188,8 @@
 //! ids, so each goes before the rows of its key that waited behind it, in the same
 //! statement that takes it out of the quarantine) or **discards** them (the waiting
 //! rows go on), and wakes the relays. Attempts are counted in memory: a restart or a
-//! hand-over of the shard counts again from zero. Order per key holds within a topic:
-//! a later row of the same key addressed to *another* topic may already be published
+//! hand-over of the shard counts again from zero, and releases held-back keys. Order
+//! per key holds within a topic: a later row of the same key addressed to *another* topic may already be published
 //! when the first one fails.
 //!
 //! Other failures (a fatal producer error, the broker unreachable) count no attempt:

@@ -22,7 +22,7 @@ pub struct RelayOptions {
     pub batch_size: usize,
     /// Workers per relay; each takes the owned shards `s` with `s % workers == i`. One
     /// is usually enough (it pipelines its own batches); more run more batches at once
-    /// but read once each per notification.
+    /// but read once each per notification, and each has a Kafka producer of its own.
     pub workers: usize,
     /// How often the relay checks membership and takes or hands back shards.
     pub rebalance_interval: Duration,
@@ -40,7 +40,8 @@ pub struct RelayOptions {
     /// Failed attempts to publish one row, for a reason that is the record's own (the
     /// topic does not exist, the record is too large or invalid), after which the row
     /// is moved to the quarantine table (see "Rows that can never be published" in the
-    /// crate docs). At least 1.
+    /// crate docs); a record the producer itself refuses for good is quarantined at its
+    /// first attempt. At least 1.
     pub quarantine_after: u32,
     /// First key of the advisory locks (shard locks are `(namespace, shard)`, the
     /// membership lock `(namespace, i32::MAX)`); change it only to run two unrelated

@@ -7,7 +7,10 @@
 use std::{
     collections::HashSet,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, SystemTime},
 };
@@ -33,20 +36,49 @@ pub(crate) enum PublishError {
     /// The producer refused the record at once (it was not sent); the rows after it in
     /// the batch were not handed to the producer either.
     #[error("cannot enqueue row {id} to {topic}: {error}")]
-    Enqueue { id: i64, topic: String, error: KafkaError },
+    Enqueue { id: i64, key: Vec<u8>, topic: String, error: KafkaError },
     /// The broker or the producer failed the record.
     #[error("delivery of row {id} failed: {error}")]
-    Delivery { id: i64, error: KafkaError },
+    Delivery { id: i64, key: Vec<u8>, error: KafkaError },
     /// The producer went away before reporting (a bug or a shutdown).
     #[error("delivery of row {id} was cancelled")]
-    Cancelled { id: i64 },
+    Cancelled { id: i64, key: Vec<u8> },
 }
 
 impl PublishError {
     /// The row that failed.
     pub(crate) fn id(&self) -> i64 {
         match self {
-            Self::Enqueue { id, .. } | Self::Delivery { id, .. } | Self::Cancelled { id } => *id,
+            Self::Enqueue { id, .. } | Self::Delivery { id, .. } | Self::Cancelled { id, .. } => *id,
+        }
+    }
+
+    /// The key of the row that failed.
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Self::Enqueue { key, .. } | Self::Delivery { key, .. } | Self::Cancelled { key, .. } => key,
+        }
+    }
+
+    /// Whether the producer refused the record before sending it, for a reason that
+    /// the same record meets on every attempt with the same configuration: larger than
+    /// the producer's `message.max.bytes`, or a topic name that is invalid or that the
+    /// cluster's metadata says does not exist. Such a row is quarantined at its first
+    /// attempt: retrying only holds up the other rows.
+    pub(crate) fn is_local_refusal(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        match self {
+            Self::Enqueue { error, .. } => matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    C::MessageSizeTooLarge
+                        | C::InvalidMessageSize
+                        | C::InvalidTopic
+                        | C::UnknownTopic
+                        | C::UnknownTopicOrPartition
+                )
+            ),
+            Self::Delivery { .. } | Self::Cancelled { .. } => false,
         }
     }
 
@@ -91,6 +123,9 @@ pub(crate) struct Published {
     /// Shutdown came and the drain deadline passed before every acknowledgement: the
     /// unacknowledged rows' outcome is unknown, so they stay.
     pub(crate) abandoned: bool,
+    /// Rows sent alone (suspects of an earlier batch-level refusal, see
+    /// [`Publisher::enqueue`]): the broker's verdict on them is their own.
+    pub(crate) alone: Vec<i64>,
 }
 
 impl Published {
@@ -110,15 +145,18 @@ impl Published {
 /// The delivery report of one record, with what the relay needs to know about its row.
 struct Pending {
     id: i64,
+    key: Vec<u8>,
     created_at: SystemTime,
     delivery: DeliveryFuture,
 }
 
 impl Future for Pending {
-    type Output = (i64, SystemTime, Result<OwnedDeliveryResult, Canceled>);
+    type Output = (i64, Vec<u8>, SystemTime, Result<OwnedDeliveryResult, Canceled>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.delivery).poll(cx).map(|outcome| (self.id, self.created_at, outcome))
+        Pin::new(&mut self.delivery)
+            .poll(cx)
+            .map(|outcome| (self.id, std::mem::take(&mut self.key), self.created_at, outcome))
     }
 }
 
@@ -207,6 +245,8 @@ pub(crate) fn drop_blocking<T: Send + 'static>(value: T) {
 pub(crate) struct Publisher {
     config: ClientConfig,
     producer: Mutex<Arc<ProducerHandle>>,
+    /// Producers created to replace a broken one.
+    renewals: AtomicU64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -219,7 +259,7 @@ impl Publisher {
     pub(crate) fn new(base: &ClientConfig) -> Result<Self, KafkaError> {
         let config = producer_config(base);
         let producer = Arc::new(ProducerHandle(Some(config.create()?)));
-        Ok(Self { config, producer: Mutex::new(producer) })
+        Ok(Self { config, producer: Mutex::new(producer), renewals: AtomicU64::new(0) })
     }
 
     fn producer(&self) -> Arc<ProducerHandle> {
@@ -228,12 +268,8 @@ impl Publisher {
 
     /// After a failure: replaces the producer if it is fatally broken (the replaced one
     /// is dropped on a blocking thread once its last batch is done with it).
-    fn renew_if_fatal(&self, producer: &ProducerHandle, failure: Option<&PublishError>) {
+    fn renew_if_fatal(&self, producer: &Arc<ProducerHandle>, failure: Option<&PublishError>) {
         let Some((code, reason)) = producer.client().fatal_error() else { return };
-        let current = Arc::as_ptr(&self.producer());
-        if !std::ptr::eq(current, producer) {
-            return; // Already replaced (after the batch before).
-        }
         match failure.filter(|f| f.is_record_error()) {
             // The gapless guarantee stopped the producer because of one record.
             Some(record) => {
@@ -246,34 +282,65 @@ impl Publisher {
             }
             None => tracing::error!(?code, reason, "fatal Kafka producer error; creating a new producer"),
         }
-        match self.config.create::<FutureProducer>() {
-            Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self.producer.lock().unwrap_or_else(PoisonError::into_inner),
-                    Arc::new(ProducerHandle(Some(fresh))),
-                );
-                // The last batch using it drops it, on a blocking thread.
-                drop(old);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        if let Err(e) = self.replace(producer) {
+            tracing::error!(error = %e, "cannot create a new Kafka producer");
         }
     }
 
-    /// Hands `rows` to the producer in id order. A row waits for room in the queue
-    /// rather than letting a later one overtake it; when `token` is cancelled, it waits
-    /// at most `drain` more.
+    /// Replaces the producer with a fresh one if it still is `failed`; returns whether
+    /// it did (`false`: another worker already replaced it). The check and the swap
+    /// happen under one lock: workers failing on the same fatal error replace it once
+    /// (P1 -> P2, never P1 -> P2 -> P3, which would leave a pipeline's two batches on two
+    /// healthy producers with no order between them).
+    fn replace(&self, failed: &Arc<ProducerHandle>) -> Result<bool, KafkaError> {
+        let mut current = self.producer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, failed) {
+            return Ok(false);
+        }
+        let fresh = Arc::new(ProducerHandle(Some(self.config.create()?)));
+        let old = std::mem::replace(&mut *current, fresh);
+        drop(current);
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        // The last batch using it drops it, on a blocking thread.
+        drop(old);
+        Ok(true)
+    }
+
+    /// Hands `rows` to the producer in id order: to the producer of `after`, the batch
+    /// still in flight before them, if any (the rows of a pipelined batch must follow
+    /// that batch's rows on the same producer, even if it was replaced meanwhile: a
+    /// replaced producer fails them, which is safe, where a fresh one could publish them
+    /// before the earlier rows it was never given), else to the current one. A row waits
+    /// for room in the queue rather than letting a later one overtake it; when `token`
+    /// is cancelled, it waits at most `drain` more.
+    ///
+    /// A row of `suspects` (one of several rows that failed together in an earlier
+    /// batch, such as a record batch the broker refused as a whole, where the error does
+    /// not say which row was at fault) is sent alone: after every row handed before it
+    /// was acknowledged, and acknowledged itself before the next row is handed, so that
+    /// the broker's verdict on it is its own. A failure there stops the batch, as a
+    /// refused row does. `after` must be `None` when `rows` hold a suspect.
     pub(crate) async fn enqueue(
         &self,
         rows: &[OutboxRow],
+        after: Option<&Enqueued>,
+        suspects: &HashSet<i64>,
         token: &CancellationToken,
         drain: Duration,
     ) -> Enqueued {
-        let producer = self.producer();
+        let producer = after.map_or_else(|| self.producer(), |batch| Arc::clone(&batch.producer));
         let mut published = Published::default();
-        let pending = FuturesUnordered::new();
+        let mut pending = FuturesUnordered::new();
         let mut deadline: Option<Instant> = None;
         let mut ids = HashSet::with_capacity(rows.len());
         'rows: for row in rows {
+            let alone = suspects.contains(&row.id);
+            if alone {
+                settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+                if !published.failures.is_empty() || published.abandoned {
+                    break 'rows;
+                }
+            }
             let headers =
                 row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (k, v)| {
                     h.insert(Header { key: k, value: Some(v.as_bytes()) })
@@ -285,7 +352,12 @@ impl Publisher {
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => {
-                        pending.push(Pending { id: row.id, created_at: row.created_at, delivery });
+                        pending.push(Pending {
+                            id: row.id,
+                            key: row.key.clone(),
+                            created_at: row.created_at,
+                            delivery,
+                        });
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -302,6 +374,7 @@ impl Publisher {
                     Err((error, _)) => {
                         published.failures.push(PublishError::Enqueue {
                             id: row.id,
+                            key: row.key.clone(),
                             topic: row.topic.clone(),
                             error,
                         });
@@ -310,6 +383,13 @@ impl Publisher {
                 }
             }
             ids.insert(row.id);
+            if alone {
+                settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+                published.alone.push(row.id);
+                if !published.failures.is_empty() || published.abandoned {
+                    break 'rows;
+                }
+            }
         }
         Enqueued { producer, pending, ids, published }
     }
@@ -324,42 +404,55 @@ impl Publisher {
     ) -> Published {
         let Enqueued { producer, mut pending, mut published, .. } = batch;
         let mut deadline: Option<Instant> = published.abandoned.then(Instant::now);
-        let mut acked = 0u64;
-        loop {
-            let next = match deadline {
-                Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        published.abandoned = true;
-                        break;
-                    }
-                },
-                None => tokio::select! {
-                    next = pending.next() => next,
-                    () = token.cancelled() => {
-                        deadline = Some(Instant::now() + drain);
-                        continue;
-                    }
-                },
-            };
-            let Some((id, created_at, outcome)) = next else { break };
-            match outcome {
-                Ok(Ok(_delivery)) => {
-                    published.acked.push(id);
-                    acked += 1;
-                    let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
-                    metrics::histogram!(metric::PUBLISH_LATENCY).record(latency.as_secs_f64());
-                }
-                Ok(Err((error, _message))) => published.failures.push(PublishError::Delivery { id, error }),
-                Err(_canceled) => published.failures.push(PublishError::Cancelled { id }),
-            }
-        }
-        metrics::counter!(metric::PUBLISHED).increment(acked);
+        settle(&mut pending, &mut published, token, drain, &mut deadline).await;
         if !published.failures.is_empty() {
             self.renew_if_fatal(&producer, published.failure());
         }
         published
     }
+}
+
+/// Waits for every delivery report of `pending`, recording them in `published`. When
+/// `token` is cancelled meanwhile, waits until `deadline` (set to `drain` from then if
+/// not set yet), then gives up on the rest (`published.abandoned`).
+async fn settle(
+    pending: &mut FuturesUnordered<Pending>,
+    published: &mut Published,
+    token: &CancellationToken,
+    drain: Duration,
+    deadline: &mut Option<Instant>,
+) {
+    let mut acked = 0u64;
+    loop {
+        let next = match *deadline {
+            Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    published.abandoned = true;
+                    break;
+                }
+            },
+            None => tokio::select! {
+                next = pending.next() => next,
+                () = token.cancelled() => {
+                    *deadline = Some(Instant::now() + drain);
+                    continue;
+                }
+            },
+        };
+        let Some((id, key, created_at, outcome)) = next else { break };
+        match outcome {
+            Ok(Ok(_delivery)) => {
+                published.acked.push(id);
+                acked += 1;
+                let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
+                metrics::histogram!(metric::PUBLISH_LATENCY).record(latency.as_secs_f64());
+            }
+            Ok(Err((error, _message))) => published.failures.push(PublishError::Delivery { id, key, error }),
+            Err(_canceled) => published.failures.push(PublishError::Cancelled { id, key }),
+        }
+    }
+    metrics::counter!(metric::PUBLISHED).increment(acked);
 }
 
 #[cfg(test)]
@@ -381,22 +474,92 @@ mod tests {
         assert_eq!(producer_config(&base).get("linger.ms"), Some("20"));
     }
 
+    fn publisher() -> Publisher {
+        let mut base = ClientConfig::new();
+        // Nothing listens there: records are queued, never delivered.
+        base.set("bootstrap.servers", "127.0.0.1:9");
+        Publisher::new(&base).unwrap()
+    }
+
+    fn rows(ids: std::ops::RangeInclusive<i64>) -> Vec<OutboxRow> {
+        ids.map(|id| OutboxRow {
+            id,
+            topic: "t".into(),
+            key: b"k".to_vec(),
+            payload: id.to_string().into_bytes(),
+            headers: Vec::new(),
+            created_at: SystemTime::now(),
+        })
+        .collect()
+    }
+
+    /// Finding: batch `n` in flight on producer P1, P1 replaced by P2 after another
+    /// worker's failure: the pipelined batch `n + 1` (later versions of `n`'s keys)
+    /// must go on P1, behind `n`, not on P2, where nothing orders it after `n`.
+    #[tokio::test]
+    async fn a_pipelined_batch_goes_on_the_producer_of_the_batch_before_it() {
+        let publisher = publisher();
+        let token = CancellationToken::new();
+        let drain = Duration::from_secs(1);
+        let n = publisher.enqueue(&rows(1..=3), None, &HashSet::new(), &token, drain).await;
+        assert!(!n.incomplete());
+        assert!(publisher.replace(&n.producer).unwrap(), "replaced, as after a fatal error");
+        let next = publisher.enqueue(&rows(4..=6), Some(&n), &HashSet::new(), &token, drain).await;
+        assert!(Arc::ptr_eq(&next.producer, &n.producer), "batch n + 1 went on another producer than n");
+        let fresh = publisher.enqueue(&rows(7..=7), None, &HashSet::new(), &token, drain).await;
+        assert!(Arc::ptr_eq(&fresh.producer, &publisher.producer()), "a new chain starts on the current one");
+        assert!(!Arc::ptr_eq(&fresh.producer, &n.producer));
+    }
+
+    /// Finding: workers failing on the same fatal error must replace the producer once
+    /// (P1 -> P2), not P1 -> P2 -> P3, which would let two healthy producers carry
+    /// batches of one pipeline.
+    #[test]
+    fn workers_failing_together_replace_the_producer_once() {
+        let publisher = publisher();
+        let failed = publisher.producer();
+        let workers = 8;
+        let barrier = std::sync::Barrier::new(workers);
+        let replaced: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        publisher.replace(&failed).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+        });
+        assert_eq!(publisher.renewals.load(Ordering::Relaxed), 1, "producers created");
+        assert_eq!(replaced, 1);
+        assert!(!Arc::ptr_eq(&publisher.producer(), &failed));
+    }
+
     #[test]
     fn the_failure_that_counts_is_the_first_refused_record() {
         let code = |c| KafkaError::MessageProduction(c);
         let published = Published {
             failures: vec![
-                PublishError::Delivery { id: 3, error: code(RDKafkaErrorCode::Fatal) },
-                PublishError::Delivery { id: 9, error: code(RDKafkaErrorCode::MessageSizeTooLarge) },
-                PublishError::Delivery { id: 7, error: code(RDKafkaErrorCode::UnknownTopic) },
+                PublishError::Delivery { id: 3, key: Vec::new(), error: code(RDKafkaErrorCode::Fatal) },
+                PublishError::Delivery {
+                    id: 9,
+                    key: Vec::new(),
+                    error: code(RDKafkaErrorCode::MessageSizeTooLarge),
+                },
+                PublishError::Delivery {
+                    id: 7,
+                    key: Vec::new(),
+                    error: code(RDKafkaErrorCode::UnknownTopic),
+                },
             ],
             ..Published::default()
         };
         assert_eq!(published.failure().map(PublishError::id), Some(7));
         let published = Published {
             failures: vec![
-                PublishError::Cancelled { id: 5 },
-                PublishError::Delivery { id: 4, error: code(RDKafkaErrorCode::Fatal) },
+                PublishError::Cancelled { id: 5, key: Vec::new() },
+                PublishError::Delivery { id: 4, key: Vec::new(), error: code(RDKafkaErrorCode::Fatal) },
             ],
             ..Published::default()
         };

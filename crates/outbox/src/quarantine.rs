@@ -2,7 +2,12 @@
 //! them or discards them (an operator's tools, see "Rows that can never be published"
 //! in the crate docs), and the workers' count of each failing row's attempts.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, SystemTime},
+};
+
+use tokio::time::Instant;
 
 use deadpool_postgres::Pool;
 
@@ -130,6 +135,10 @@ impl Quarantine {
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
     counts: HashMap<i64, u32>,
+    /// Rows that failed together for a reason of a record's own, without saying which
+    /// record (a record batch the broker refused as a whole): each is sent alone next,
+    /// and only then charged with an attempt.
+    suspects: HashSet<i64>,
 }
 
 /// More rows than this failing at once means something else is wrong; forgetting
@@ -149,11 +158,63 @@ impl Attempts {
 
     /// Forgets the rows `ids` (published or quarantined).
     pub(crate) fn forget(&mut self, ids: &[i64]) {
-        if !self.counts.is_empty() {
+        if !self.counts.is_empty() || !self.suspects.is_empty() {
             for id in ids {
                 self.counts.remove(id);
+                self.suspects.remove(id);
             }
         }
+    }
+
+    /// Marks the rows `ids` as suspects, to be sent alone.
+    pub(crate) fn suspect(&mut self, ids: impl IntoIterator<Item = i64>) {
+        if self.suspects.len() >= MAX_TRACKED {
+            self.suspects.clear();
+        }
+        self.suspects.extend(ids);
+    }
+
+    /// The rows `ids` no longer suspects (each was sent alone).
+    pub(crate) fn cleared(&mut self, ids: &[i64]) {
+        for id in ids {
+            self.suspects.remove(id);
+        }
+    }
+
+    /// The suspects, to send alone.
+    pub(crate) fn suspects(&self) -> HashSet<i64> {
+        self.suspects.clone()
+    }
+}
+
+/// Keys held back by one worker: each has a row the broker refused for a reason of its
+/// own, waiting for its next attempt. Reads leave their rows out until then, so that
+/// the other keys go on meanwhile (a held key's later rows wait, as behind a
+/// quarantined row). In memory, like [`Attempts`].
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    until: HashMap<Vec<u8>, Instant>,
+}
+
+impl Held {
+    /// Holds `key` back until `until`.
+    pub(crate) fn hold(&mut self, key: &[u8], until: Instant) {
+        if self.until.len() >= MAX_TRACKED && !self.until.contains_key(key) {
+            // Releasing keys early only retries their rows sooner.
+            self.until.clear();
+        }
+        self.until.insert(key.to_vec(), until);
+    }
+
+    /// The keys held back at `now` (the others are forgotten).
+    pub(crate) fn active(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        self.until.retain(|_, until| *until > now);
+        self.until.keys().cloned().collect()
+    }
+
+    /// How long until the next key is released (`None`: none held).
+    pub(crate) fn next_release(&self, now: Instant) -> Option<Duration> {
+        self.until.values().min().map(|until| until.saturating_duration_since(now))
     }
 }
 
@@ -169,5 +230,20 @@ mod tests {
         assert_eq!(attempts.failed(8), 1);
         attempts.forget(&[7]);
         assert_eq!(attempts.failed(7), 1);
+    }
+
+    #[test]
+    fn keys_are_held_until_their_time() {
+        let now = Instant::now();
+        let mut held = Held::default();
+        assert_eq!(held.next_release(now), None);
+        held.hold(b"a", now + Duration::from_secs(2));
+        held.hold(b"b", now + Duration::from_secs(1));
+        assert_eq!(held.next_release(now), Some(Duration::from_secs(1)));
+        let mut keys = held.active(now);
+        keys.sort();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(held.active(now + Duration::from_secs(1)), vec![b"a".to_vec()]);
+        assert!(held.active(now + Duration::from_secs(2)).is_empty());
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     lease::{LeaseKeeper, LeaseSettings},
     metric,
     publish::Publisher,
-    quarantine::Attempts,
+    quarantine::{Attempts, Held},
     status::{RelayStatus, Shared},
     store::Store,
     worker::{STATEMENT_TIMEOUT, Worker},
@@ -26,7 +26,10 @@ use crate::{
 #[derive(Debug)]
 pub struct Relay {
     store: Store,
-    publisher: Arc<Publisher>,
+    /// One producer per worker (see "Rows that can never be published" in the crate
+    /// docs): a record the broker refuses stops only its worker's producer, and the
+    /// broker's verdict on a batch concerns only that worker's rows.
+    publishers: Vec<Arc<Publisher>>,
     session: tokio_postgres::Config,
     options: RelayOptions,
     shared: Arc<Shared>,
@@ -50,9 +53,10 @@ impl Relay {
     ) -> Result<Self> {
         options.validate()?;
         metric::describe();
-        let publisher = Arc::new(Publisher::new(producer)?);
+        let publishers =
+            (0..options.workers).map(|_| Publisher::new(producer).map(Arc::new)).collect::<Result<_, _>>()?;
         let shared = Arc::new(Shared::new(options.workers, options.stall_threshold));
-        Ok(Self { store: Store::new(pool), publisher, session, options, shared })
+        Ok(Self { store: Store::new(pool), publishers, session, options, shared })
     }
 
     /// A handle on the relay's status (readiness, shards owned), valid after `run` too.
@@ -67,7 +71,7 @@ impl Relay {
     /// Only when one of its tasks panicked; failures of the database or the broker are
     /// retried, not returned.
     pub async fn run(self, token: CancellationToken) -> Result<()> {
-        let Self { store, publisher, session, options, shared } = self;
+        let Self { store, publishers, session, options, shared } = self;
         let leases_token = CancellationToken::new();
         let keeper = LeaseKeeper {
             config: session,
@@ -85,14 +89,15 @@ impl Relay {
         let backlog = tokio::spawn(backlog_gauge(store.clone(), options.backlog_interval, token.clone()));
 
         let mut workers = JoinSet::new();
-        for index in 0..options.workers {
+        for (index, publisher) in publishers.into_iter().enumerate() {
             let worker = Worker {
                 index,
                 store: store.clone(),
-                publisher: Arc::clone(&publisher),
+                publisher,
                 shared: Arc::clone(&shared),
                 options: options.clone(),
                 attempts: Mutex::new(Attempts::default()),
+                held: Mutex::new(Held::default()),
             };
             workers.spawn(worker.run(token.clone()));
         }

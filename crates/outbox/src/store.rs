@@ -44,12 +44,14 @@ impl Store {
         Self { pool }
     }
 
-    /// The oldest `limit` rows of `shards`, in id order, leaving out the ids `produced`.
+    /// The oldest `limit` rows of `shards`, in id order, leaving out the ids `produced`
+    /// and the rows of the keys `held`.
     pub(crate) async fn read(
         &self,
         shards: &[i32],
         limit: usize,
         produced: &[i64],
+        held: &[Vec<u8>],
     ) -> Result<Vec<OutboxRow>, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(include_str!("sql/read_batch.sql")).await?;
@@ -57,7 +59,7 @@ impl Store {
         // Plan with the actual shards and limit every time: a generic plan cached while
         // the table was small can stay on the connection long after it stopped being
         // good. Sent ahead of the query, without waiting for it (pipelined).
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&shards, &limit, &produced];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&shards, &limit, &produced, &held];
         let (custom, rows) = futures::join!(
             client.batch_execute("SET plan_cache_mode = force_custom_plan"),
             client.query(&stmt, &params)

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     RelayOptions, metric,
     publish::{Enqueued, PublishError, Publisher},
-    quarantine::Attempts,
+    quarantine::{Attempts, Held},
     status::Shared,
     store::{OutboxRow, Store, StoreError},
 };
@@ -27,6 +27,7 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) options: RelayOptions,
     pub(crate) attempts: Mutex<Attempts>,
+    pub(crate) held: Mutex<Held>,
 }
 
 /// Why a batch did not complete.
@@ -42,12 +43,17 @@ enum BatchError {
         #[source]
         error: StoreError,
     },
-    /// `quarantined`: the failing row was set aside, the batch can go again at once.
+    /// `quarantined`: the failing row was set aside; `held`: its key is held back for
+    /// that long, until the row's next attempt; `suspects`: that many rows failed
+    /// together for a record's reason, to be sent alone. In these cases the other keys
+    /// can go again at once.
     #[error("{failure}")]
     Publish {
         #[source]
         failure: PublishError,
         quarantined: bool,
+        held: Option<Duration>,
+        suspects: usize,
     },
     #[error("a statement took longer than {STATEMENT_TIMEOUT:?}")]
     Timeout(&'static str),
@@ -116,7 +122,7 @@ impl Worker {
                     self.idle(&token).await;
                 }
                 Ok(Run::Stopped) => break,
-                Err(BatchError::Publish { failure, quarantined: true }) => {
+                Err(BatchError::Publish { failure, quarantined: true, .. }) => {
                     // Logged where it was quarantined; the rest goes on at once.
                     metrics::counter!(metric::ERRORS, "stage" => "publish").increment(1);
                     tracing::debug!(
@@ -125,6 +131,26 @@ impl Worker {
                         "row quarantined"
                     );
                     backoff = builder.build();
+                }
+                Err(BatchError::Publish { failure, held: Some(retry_in), .. }) => {
+                    // Only its key waits; the other keys go on at once.
+                    metrics::counter!(metric::ERRORS, "stage" => "publish").increment(1);
+                    tracing::warn!(
+                        worker = self.index,
+                        error = crate::error_chain(&failure),
+                        ?retry_in,
+                        "outbox row refused; its key is held back until its next attempt before \
+                         quarantine, the other keys go on"
+                    );
+                }
+                Err(BatchError::Publish { failure, suspects, .. }) if suspects > 0 => {
+                    metrics::counter!(metric::ERRORS, "stage" => "publish").increment(1);
+                    tracing::warn!(
+                        worker = self.index,
+                        error = crate::error_chain(&failure),
+                        suspects,
+                        "outbox rows refused together; sending each alone to find the one at fault"
+                    );
                 }
                 Err(e) => {
                     metrics::counter!(metric::ERRORS, "stage" => e.stage()).increment(1);
@@ -150,11 +176,15 @@ impl Worker {
         }
     }
 
-    /// Sleeps until a notification, the poll interval or shutdown.
+    /// Sleeps until a notification, the poll interval, the release of a held-back key
+    /// or shutdown.
     async fn idle(&self, token: &CancellationToken) {
+        let now = tokio::time::Instant::now();
+        let release = self.held.lock().unwrap_or_else(PoisonError::into_inner).next_release(now);
+        let sleep = release.map_or(self.options.poll_interval, |r| r.min(self.options.poll_interval));
         tokio::select! {
             () = self.shared.woken(self.index) => {}
-            () = tokio::time::sleep(self.options.poll_interval) => {}
+            () = tokio::time::sleep(sleep) => {}
             () = token.cancelled() => {}
         }
     }
@@ -163,7 +193,8 @@ impl Worker {
     /// handed to the producer while batch `n` waits for its acknowledgements, then `n`
     /// is cleared. The read of `n + 1` leaves out the rows of `n` (produced, not yet
     /// cleared); everything else about the order argument of the crate docs holds, the
-    /// same producer sending `n` before `n + 1`. A batch some of whose rows were not
+    /// same producer sending `n` before `n + 1` (`n + 1` is handed to `n`'s producer,
+    /// not to whichever is current: see [`Publisher::enqueue`]). A batch some of whose rows were not
     /// handed to the producer (one was refused) is never pipelined: it is finished
     /// before the next read, which then starts again from the rows it left.
     ///
@@ -186,7 +217,19 @@ impl Worker {
             let read = if reading { Some(self.read(shards, in_flight.as_ref()).await) } else { None };
             let next = match read {
                 Some(Ok((rows, full))) if !rows.is_empty() => {
-                    Some((self.publisher.enqueue(&rows, token, drain.left(token)).await, full))
+                    let suspects = self.attempts.lock().unwrap_or_else(PoisonError::into_inner).suspects();
+                    if rows.iter().any(|r| suspects.contains(&r.id)) {
+                        // A suspect is sent alone: nothing may be pending beside it on
+                        // the producer, so the batch in flight is finished first.
+                        if let Some(batch) = in_flight.take() {
+                            self.finish(batch, token, &mut drain).await?;
+                        }
+                    }
+                    let enqueued = self
+                        .publisher
+                        .enqueue(&rows, in_flight.as_ref(), &suspects, token, drain.left(token))
+                        .await;
+                    Some((enqueued, full))
                 }
                 Some(Ok(_)) | None => None,
                 Some(Err(e)) => {
@@ -220,7 +263,7 @@ impl Worker {
     }
 
     /// Reads the next batch: the oldest `batch_size` rows of `shards` but for the rows
-    /// of the batch `in_flight`. Returns the rows in id order, and whether the read was
+    /// of the batch `in_flight` and of the keys held back. Returns the rows in id order, and whether the read was
     /// full (more rows are probably waiting).
     async fn read(
         &self,
@@ -229,9 +272,11 @@ impl Worker {
     ) -> Result<(Vec<OutboxRow>, bool), BatchError> {
         let produced: Vec<i64> =
             in_flight.map(|batch| batch.ids.iter().copied().collect()).unwrap_or_default();
+        let held =
+            self.held.lock().unwrap_or_else(PoisonError::into_inner).active(tokio::time::Instant::now());
         let rows = tokio::time::timeout(
             STATEMENT_TIMEOUT,
-            self.store.read(shards, self.options.batch_size, &produced),
+            self.store.read(shards, self.options.batch_size, &produced, &held),
         )
         .await
         .map_err(|_| BatchError::Timeout("read"))?
@@ -284,20 +329,57 @@ impl Worker {
                 "shutdown before every acknowledgement; unacknowledged rows stay in the outbox"
             );
         }
-        let Some(failure) = failure.map(|f| f.id()) else { return Ok(()) };
-        let index = published.failures.iter().position(|f| f.id() == failure).unwrap_or(0);
+        let first = failure.map(|f| f.id());
+        if !published.alone.is_empty() {
+            self.attempts.lock().unwrap_or_else(PoisonError::into_inner).cleared(&published.alone);
+        }
+        let Some(first) = first else { return Ok(()) };
+        // The failure to charge with an attempt: a refusal by the producer itself, or a
+        // row the broker refused when sent alone, or the only row refused for a reason
+        // of its own (a record batch the broker refuses fails every row in it with the
+        // same error, so a single such failure was alone in its record batch).
+        let failures = &published.failures;
+        let record: Vec<usize> = (0..failures.len()).filter(|i| failures[*i].is_record_error()).collect();
+        let charged = record
+            .iter()
+            .copied()
+            .find(|i| failures[*i].is_local_refusal())
+            .or_else(|| record.iter().copied().find(|i| published.alone.contains(&failures[*i].id())))
+            .or_else(|| if record.len() == 1 { record.first().copied() } else { None });
+        if let Some(index) = charged {
+            let failure = published.failures.swap_remove(index);
+            let (quarantined, held) = self.count_attempt(&failure).await?;
+            return Err(BatchError::Publish { failure, quarantined, held, suspects: 0 });
+        }
+        // Several rows refused together: the error does not say which row is at fault.
+        // None is charged; each is sent alone next (at once), where the broker's verdict
+        // is its own.
+        let suspects: Vec<i64> = record.iter().map(|i| failures[*i].id()).collect();
+        let index = failures.iter().position(|f| f.id() == first).unwrap_or(0);
         let failure = published.failures.swap_remove(index);
-        let quarantined = if failure.is_record_error() { self.count_attempt(&failure).await? } else { false };
-        Err(BatchError::Publish { failure, quarantined })
+        let count = suspects.len();
+        if count > 0 {
+            self.attempts.lock().unwrap_or_else(PoisonError::into_inner).suspect(suspects);
+        }
+        Err(BatchError::Publish { failure, quarantined: false, held: None, suspects: count })
     }
 
-    /// Counts a failed attempt of the row of `failure` (the record's own fault);
-    /// quarantines the row when it has had its attempts. Returns whether it did.
-    async fn count_attempt(&self, failure: &PublishError) -> Result<bool, BatchError> {
+    /// Counts a failed attempt of the row of `failure` (the record's own fault). A row
+    /// the producer refused before sending it for a reason it meets on every attempt
+    /// ([`PublishError::is_local_refusal`]), or one that has had its attempts, is
+    /// quarantined; any other has its key held back until its next attempt, with a
+    /// backoff of its own (the other keys go on meanwhile). Returns whether it was
+    /// quarantined, and for how long its key is held back.
+    async fn count_attempt(&self, failure: &PublishError) -> Result<(bool, Option<Duration>), BatchError> {
         let id = failure.id();
         let attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner).failed(id);
-        if attempts < self.options.quarantine_after {
-            return Ok(false);
+        if attempts < self.options.quarantine_after && !failure.is_local_refusal() {
+            let delay = self.hold_delay(attempts);
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .hold(failure.key(), tokio::time::Instant::now() + delay);
+            return Ok((false, Some(delay)));
         }
         let reason = crate::error_chain(failure);
         let moved = tokio::time::timeout(STATEMENT_TIMEOUT, self.store.quarantine(id, attempts, &reason))
@@ -316,6 +398,13 @@ impl Worker {
                  wait until it is re-queued or discarded"
             );
         }
-        Ok(moved)
+        Ok((moved, None))
+    }
+
+    /// How long a row's key is held back after its `attempts`-th failed attempt:
+    /// `retry_backoff_min` doubled per attempt, at most `retry_backoff_max`.
+    fn hold_delay(&self, attempts: u32) -> Duration {
+        let (min, max) = (self.options.retry_backoff_min, self.options.retry_backoff_max);
+        min.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(max.max(min))
     }
 }

@@ -112,8 +112,10 @@ pub struct Config {
 
     /// Failed attempts to publish one row, for a reason of the record's own (its topic
     /// does not exist, the broker refuses it), after which the row is quarantined: set
-    /// aside so that the other orders go on (the later events of its order wait). See
-    /// the `quarantine` subcommand.
+    /// aside so that the other orders go on (the later events of its order wait). Until
+    /// then only its order is held back between attempts; a record the producer itself
+    /// refuses for good (too large for its `message.max.bytes`) is quarantined at once.
+    /// See the `quarantine` subcommand.
     #[arg(long, env = "QUARANTINE_AFTER_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub quarantine_after_attempts: u32,
 

@@ -206,3 +206,42 @@ async fn the_lease_session_has_short_server_side_keepalives() {
     assert!(defaults.idle + defaults.interval * defaults.retries <= Duration::from_secs(60));
     relay.stop(Duration::from_secs(30)).await;
 }
+
+/// Two workers pipeline their batches through a backlog while the broker keeps
+/// refusing records (larger than the topic's `max.message.bytes`), each refusal
+/// stopping a producer (gapless guarantee) under batches in flight, and renewing it.
+/// Every other row is published, each key in order, and only the refused rows are
+/// quarantined.
+#[tokio::test]
+async fn two_workers_keep_each_key_in_order_while_refused_records_renew_their_producers() {
+    let world = World::with_topic_configs(&[("max.message.bytes", "10000")]).await;
+    let orders: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    let bad: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let mut payload = b"1".to_vec();
+    payload.resize(20_000, b' ');
+    for (round, version) in (1..=15).enumerate() {
+        if let Some(order) = bad.get(round) {
+            world
+                .append_event(
+                    orders_eventstore::test_support::TestEvent::new(&world.topic, *order, 1)
+                        .payload(payload.clone()),
+                )
+                .await;
+        }
+        futures::future::join_all(orders.iter().map(|o| world.append(*o, version))).await;
+    }
+    let options = RelayOptions { workers: 2, batch_size: 20, quarantine_after: 4, ..World::options() };
+    let relay = Running::start(world.relay(options));
+    let reader = world.reader();
+
+    let (seen, _) = read_until(&reader, 600, Duration::from_secs(120)).await;
+    assert_eq!(seen.distinct(), 600, "{seen:?}");
+    assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while world.quarantined().await.len() < bad.len() {
+        assert!(tokio::time::Instant::now() < deadline, "not all refused rows are quarantined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(world.outbox_rows().await, 0);
+    relay.stop(Duration::from_secs(30)).await;
+}

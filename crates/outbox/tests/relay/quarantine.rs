@@ -91,7 +91,7 @@ async fn a_row_that_can_never_be_published_is_quarantined_and_only_its_key_waits
     assert_eq!(quarantined.len(), 1, "{quarantined:?}");
     let (_, key, attempts, reason) = &quarantined[0];
     assert_eq!(key, &bad.to_string());
-    assert_eq!(*attempts, 3, "quarantined after the configured attempts");
+    assert_eq!(*attempts, 1, "refused by the producer itself: quarantined at its first attempt");
     assert!(reason.contains("too large"), "the reason says why: {reason}");
     assert_eq!(world.rows_of(bad).await, 2, "the later rows of its key wait in the outbox");
     assert!(
@@ -172,7 +172,7 @@ async fn a_requeued_row_is_published_before_the_rows_of_its_key_that_waited_and_
     };
     assert_eq!(rows[0].key, bad.to_string().into_bytes());
     assert_eq!(rows[0].waiting, 1, "one row of its key waits behind it");
-    assert_eq!(rows[0].attempts, 3);
+    assert_eq!(rows[0].attempts, 1, "refused by the producer itself: quarantined at once");
     assert!(rows[0].payload_bytes >= 200_000);
     strict.stop(Duration::from_secs(30)).await;
 
@@ -233,5 +233,125 @@ async fn a_record_the_broker_refuses_is_quarantined_and_no_later_row_of_its_key_
     );
     assert_eq!(world.rows_of(bad).await, 2, "the later rows of its key wait");
     assert!(relay.status.check().is_ok(), "{:?}", relay.status.check());
+    relay.stop(Duration::from_secs(30)).await;
+}
+
+/// Liveness: a row the producer refuses before sending it (larger than its
+/// `message.max.bytes`: the same on every attempt) is quarantined at its first attempt,
+/// not after `quarantine_after` rounds of backoff during which every shard of its worker
+/// waits.
+#[tokio::test]
+async fn a_record_the_producer_refuses_locally_is_quarantined_at_once() {
+    let world = World::new().await;
+    let (bad, a) = (Uuid::now_v7(), Uuid::now_v7());
+    world.append_event(world.oversized(bad, 1)).await;
+    world.append(a, 1).await;
+    // So many attempts that only an immediate quarantine happens within the test.
+    let options = RelayOptions {
+        quarantine_after: 1_000,
+        retry_backoff_min: Duration::from_secs(1),
+        retry_backoff_max: Duration::from_secs(5),
+        ..World::options()
+    };
+    let relay = Running::start(world.strict_relay(options));
+    let reader = world.reader();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while world.quarantined().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the locally refused row is not quarantined at once");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let quarantined = world.quarantined().await;
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!((quarantined[0].1.as_str(), quarantined[0].2), (bad.to_string().as_str(), 1));
+    let (_, messages) = read_until(&reader, 1, Duration::from_secs(60)).await;
+    assert_eq!(versions_of(&messages, a), vec![1]);
+    relay.stop(Duration::from_secs(30)).await;
+}
+
+/// Liveness: while a row the broker refuses builds up its attempts, only its key waits:
+/// the rows of every other key (read in the same batch, after it) are published long
+/// before it is quarantined, not after `quarantine_after` rounds of backoff.
+#[tokio::test]
+async fn while_a_refused_row_builds_up_attempts_only_its_key_waits() {
+    let world = World::with_topic_configs(&[("max.message.bytes", "10000")]).await;
+    let bad = Uuid::now_v7();
+    let mut payload = b"1".to_vec();
+    payload.resize(20_000, b' ');
+    world.append_event(TestEvent::new(&world.topic, bad, 1).payload(payload)).await;
+    world.append(bad, 2).await;
+    let others: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    world.write(&others, 2, 4).await;
+    // At least 1 + 2 + 4 + 4 * 5 = 27 s of backoff before the quarantine.
+    let options = RelayOptions {
+        quarantine_after: 9,
+        retry_backoff_min: Duration::from_secs(1),
+        retry_backoff_max: Duration::from_secs(4),
+        ..World::options()
+    };
+    let relay = Running::start(world.relay(options));
+    let reader = world.reader();
+
+    let (seen, messages) = read_until(&reader, 40, Duration::from_secs(60)).await;
+    assert_eq!(seen.distinct(), 40, "the other keys' rows are published: {seen:?}");
+    assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
+    assert!(versions_of(&messages, bad).is_empty(), "nothing of the refused key");
+    assert!(
+        world.quarantined().await.is_empty(),
+        "the other keys waited until the refused row was quarantined"
+    );
+    assert_eq!(world.rows_of(bad).await, 2, "the refused row and the one behind it wait");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while world.quarantined().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the refused row is not quarantined");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let quarantined = world.quarantined().await;
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!((quarantined[0].1.as_str(), quarantined[0].2), (bad.to_string().as_str(), 9));
+    assert_eq!(world.rows_of(bad).await, 1, "the later row of its key waits");
+    relay.stop(Duration::from_secs(30)).await;
+}
+
+/// The broker refuses a whole record batch with one error code (here: larger than the
+/// topic's `max.message.bytes`), so every row of that batch fails the same way. The
+/// innocent rows read with the oversized one, before and after it in the same
+/// partition and linger batch, must be published; only the oversized row may be
+/// charged with attempts and quarantined.
+#[tokio::test]
+async fn rows_refused_with_an_oversized_one_in_the_same_record_batch_are_not_quarantined() {
+    let mut world = World::new().await;
+    // One partition: every row in the same partition and, with a long linger, the same
+    // record batch.
+    let topic = world.kafka.topic_with("single", 1, &[("max.message.bytes", "10000")]).await;
+    let (innocent, bad, after) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut payload = b"1".to_vec();
+    payload.resize(20_000, b' ');
+    world.append_event(TestEvent::new(&topic, innocent, 1)).await;
+    world.append_event(TestEvent::new(&topic, bad, 1).payload(payload)).await;
+    world.append_event(TestEvent::new(&topic, after, 1)).await;
+    let relay = Running::start(world.relay_configured(
+        &orders_testkit::kafka::bootstrap_servers(),
+        &[("linger.ms", "200")],
+        World::options(),
+    ));
+    let reader = world.kafka.consumer_from_start(&topic, 1);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while world.quarantined().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the oversized row is not quarantined");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (seen, messages) = read_until(&reader, 2, Duration::from_secs(60)).await;
+    assert_eq!(versions_of(&messages, innocent), vec![1], "{seen:?}");
+    assert_eq!(versions_of(&messages, after), vec![1], "{seen:?}");
+    let quarantined = world.quarantined().await;
+    assert_eq!(
+        quarantined.iter().map(|q| q.1.clone()).collect::<Vec<_>>(),
+        vec![bad.to_string()],
+        "only the oversized row is quarantined: {quarantined:?}"
+    );
+    assert!(quarantined[0].3.contains("too large"), "{quarantined:?}");
+    assert_eq!(world.outbox_rows().await, 0);
     relay.stop(Duration::from_secs(30)).await;
 }
