@@ -138,7 +138,8 @@ impl Runtime {
     /// whose database is down at start still starts, answers `/healthz`, and applies
     /// them once the database is back. The readiness probe `probe` fails until then;
     /// the returned receiver turns `true` then (`wait_for(|done| *done)`), for the
-    /// tasks that must not start before.
+    /// tasks that must not start before. The receiver is closed without turning `true`
+    /// only once shutdown has begun: a waiting task then returns.
     pub fn migrate_in_background<F, Fut, E>(
         &mut self,
         probe: &'static str,

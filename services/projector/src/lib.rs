@@ -210,9 +210,13 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     rt.spawn("projection", {
         let waiters = Arc::clone(&waiters);
         move |token| async move {
+            // The migration task ends without applying only when shutdown begins, so a
+            // closed channel means: stop (the token is cancelled by then; `biased` looks
+            // at it first).
             tokio::select! {
+                biased;
                 () = token.cancelled() => return Ok(()),
-                applied = migrated.wait_for(|done| *done) => { applied.context("the migration task ended")?; }
+                applied = migrated.wait_for(|done| *done) => if applied.is_err() { return Ok(()) },
             }
             let mut projection = Projection::subscribe(settings, apply_pool, ReadModel)
                 .context("starting the orders consumer")?;
