@@ -195,11 +195,17 @@ pub fn producer_config(base: &ClientConfig) -> ClientConfig {
     // Aliases of the settings below would compete with them.
     config.remove("delivery.timeout.ms");
     config.remove("request.required.acks");
+    config.remove("max.in.flight");
     config
         .set("enable.idempotence", "true")
         .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
-        .set("message.timeout.ms", "0");
+        .set("message.timeout.ms", "0")
+        // One request in flight per broker: a broker that does not know a producer id
+        // yet (a fresh producer, the first request of a partition) accepts any
+        // sequence number, so a request sent behind one it refuses would be written
+        // after the gap before the gapless guarantee could stop the producer.
+        .set("max.in.flight.requests.per.connection", "1");
     if config.get("linger.ms").is_none() && config.get("queue.buffering.max.ms").is_none() {
         // Batches are formed by the relay's reads; waiting longer only adds latency.
         config.set("linger.ms", "1");
@@ -469,6 +475,7 @@ mod tests {
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert_eq!(config.get("message.timeout.ms"), Some("0"));
         assert_eq!(config.get("enable.gapless.guarantee"), Some("true"));
+        assert_eq!(config.get("max.in.flight.requests.per.connection"), Some("1"));
         assert_eq!(config.get("linger.ms"), Some("1"));
         base.set("linger.ms", "20");
         assert_eq!(producer_config(&base).get("linger.ms"), Some("20"));
