@@ -7,7 +7,12 @@
 //!   responses to its own: a Kafka client bootstraps through the proxy, learns the
 //!   brokers' advertised addresses from metadata and would otherwise connect to them
 //!   directly, bypassing the proxy. Every broker is mapped to the proxy's one upstream,
-//!   which is right for the one-broker local cluster of `make up`.
+//!   which is right for the one-broker local cluster of `make up`. Brokers name their
+//!   addresses in two more places since KIP-951: the `NodeEndpoints` of `Produce`
+//!   (v10+) and `Fetch` (v16+) responses that say a partition's leader moved. A client
+//!   that gets one (the first produce to a fresh topic often does) connects there
+//!   directly from then on; so the proxy lowers the versions of those two APIs that
+//!   the broker offers in its `ApiVersions` response to the last ones without them.
 //!
 //! [`TcpProxy::cut`] closes every proxied connection and stops listening (new
 //! connections are refused), which is what a client sees when its server is stopped;
@@ -127,24 +132,46 @@ impl Drop for Inner {
     }
 }
 
-/// The Kafka API key of `Metadata`.
+/// The Kafka API keys the proxy rewrites or limits.
+const PRODUCE: i16 = 0;
+const FETCH: i16 = 1;
 const METADATA: i16 = 3;
+const API_VERSIONS: i16 = 18;
+
+/// The highest versions of `Produce` and `Fetch` whose responses name no broker
+/// address (KIP-951 added `NodeEndpoints` in the next ones).
+const PRODUCE_MAX: i16 = 9;
+const FETCH_MAX: i16 = 15;
+
+/// A request in flight whose response the proxy rewrites.
+#[derive(Debug, Clone, Copy)]
+enum Rewrite {
+    Metadata(i16),
+    ApiVersions(i16),
+}
 
 /// Forwards Kafka frames both ways, rewriting `Metadata` responses.
 async fn forward_kafka(client: TcpStream, server: TcpStream, proxy: SocketAddr) {
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
-    // Correlation id -> version of the Metadata requests in flight on this connection.
-    let metadata: Arc<Mutex<HashMap<i32, i16>>> = Arc::default();
+    // Correlation id -> the rewrite of the response to each request in flight on this
+    // connection that needs one.
+    let rewrites: Arc<Mutex<HashMap<i32, Rewrite>>> = Arc::default();
     let requests = {
-        let metadata = Arc::clone(&metadata);
+        let rewrites = Arc::clone(&rewrites);
         async move {
             while let Some(frame) = read_frame(&mut client_rx).await {
                 if let (Some(key), Some(version), Some(correlation)) =
                     (be_i16(&frame, 0), be_i16(&frame, 2), be_i32(&frame, 4))
-                    && key == METADATA
                 {
-                    metadata.lock().unwrap_or_else(PoisonError::into_inner).insert(correlation, version);
+                    let rewrite = match key {
+                        METADATA => Some(Rewrite::Metadata(version)),
+                        API_VERSIONS => Some(Rewrite::ApiVersions(version)),
+                        _ => None,
+                    };
+                    if let Some(rewrite) = rewrite {
+                        rewrites.lock().unwrap_or_else(PoisonError::into_inner).insert(correlation, rewrite);
+                    }
                 }
                 if write_frame(&mut server_tx, &frame).await.is_err() {
                     return;
@@ -156,12 +183,16 @@ async fn forward_kafka(client: TcpStream, server: TcpStream, proxy: SocketAddr) 
         let host = proxy.ip().to_string();
         let port = i32::from(proxy.port());
         while let Some(mut frame) = read_frame(&mut server_rx).await {
-            let version = be_i32(&frame, 0)
-                .and_then(|c| metadata.lock().unwrap_or_else(PoisonError::into_inner).remove(&c));
-            if let Some(version) = version
-                && let Some(rewritten) = rewrite_metadata(&frame, version, &host, port)
-            {
-                frame = rewritten;
+            let rewrite = be_i32(&frame, 0)
+                .and_then(|c| rewrites.lock().unwrap_or_else(PoisonError::into_inner).remove(&c));
+            match rewrite {
+                Some(Rewrite::Metadata(version)) => {
+                    if let Some(rewritten) = rewrite_metadata(&frame, version, &host, port) {
+                        frame = rewritten;
+                    }
+                }
+                Some(Rewrite::ApiVersions(version)) => limit_api_versions(&mut frame, version),
+                None => {}
             }
             if write_frame(&mut client_tx, &frame).await.is_err() {
                 return;
@@ -308,6 +339,45 @@ fn rewrite_metadata(frame: &[u8], version: i16, host: &str, port: i32) -> Option
     Some(out)
 }
 
+/// Lowers, in the `ApiVersions` response `frame` (of request version `version`,
+/// starting at the correlation id), the highest versions of `Produce` and `Fetch` to
+/// [`PRODUCE_MAX`] and [`FETCH_MAX`]. Left as it is when it cannot be parsed. The
+/// response header is v0 at every version (no tagged fields), and the entries keep
+/// their size, so the frame is edited in place.
+fn limit_api_versions(frame: &mut [u8], version: i16) {
+    let flexible = version >= 3;
+    let mut r = Reader { buf: frame, pos: 0 };
+    let mut limits = Vec::new();
+    let parsed = (|| {
+        r.skip(4)?; // correlation id
+        r.skip(2)?; // error_code
+        let count = if flexible { r.uvarint()?.checked_sub(1)? } else { u64::try_from(r.i32()?).ok()? };
+        for _ in 0..count {
+            let key = r.i16()?;
+            r.skip(2)?; // min_version
+            let at = r.pos;
+            let max = r.i16()?;
+            if flexible {
+                r.skip_tagged_fields()?;
+            }
+            let limit = match key {
+                PRODUCE => PRODUCE_MAX,
+                FETCH => FETCH_MAX,
+                _ => continue,
+            };
+            if max > limit {
+                limits.push((at, limit));
+            }
+        }
+        Some(())
+    })();
+    if parsed.is_some() {
+        for (at, limit) in limits {
+            frame[at..at + 2].copy_from_slice(&limit.to_be_bytes());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +434,41 @@ mod tests {
         expected.extend_from_slice(&(-1i16).to_be_bytes());
         expected.extend_from_slice(b"tail");
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn api_versions_offer_no_produce_or_fetch_version_that_names_brokers() {
+        let entry = |key: i16, min: i16, max: i16| {
+            let mut out = key.to_be_bytes().to_vec();
+            out.extend_from_slice(&min.to_be_bytes());
+            out.extend_from_slice(&max.to_be_bytes());
+            out.push(0); // tagged fields
+            out
+        };
+        let response = |produce: i16, fetch: i16| {
+            let mut frame = 9i32.to_be_bytes().to_vec(); // correlation id
+            frame.extend_from_slice(&0i16.to_be_bytes()); // error_code
+            frame.push(4); // three entries
+            frame.extend(entry(PRODUCE, 3, produce));
+            frame.extend(entry(FETCH, 4, fetch));
+            frame.extend(entry(METADATA, 0, 13));
+            frame.extend_from_slice(&0i32.to_be_bytes()); // throttle
+            frame.push(0); // tagged fields
+            frame
+        };
+        let mut frame = response(12, 17);
+        limit_api_versions(&mut frame, 3);
+        assert_eq!(frame, response(PRODUCE_MAX, FETCH_MAX));
+        let mut old = response(8, 11);
+        limit_api_versions(&mut old, 3);
+        assert_eq!(old, response(8, 11), "lower versions are left as they are");
+
+        let mut classic = 5i32.to_be_bytes().to_vec();
+        classic.extend_from_slice(&0i16.to_be_bytes());
+        classic.extend_from_slice(&1i32.to_be_bytes());
+        classic.extend_from_slice(&[0, 0, 0, 0, 0, 11]); // Produce 0..=11
+        limit_api_versions(&mut classic, 2);
+        assert_eq!(&classic[classic.len() - 2..], &PRODUCE_MAX.to_be_bytes());
     }
 
     #[tokio::test]
