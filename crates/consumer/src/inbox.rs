@@ -1,0 +1,21 @@
+//! Effects once: the inbox of handled record ids.
+//!
+//! Kafka delivers at least once, and the consumer handles a record again after a
+//! crash, a rebalance or a replay. A handler that writes its effect to PostgreSQL calls
+//! [`claim`] in the effect's transaction first: the first claim of an id inserts it and
+//! answers `true` (go on), every later one answers `false` (the effect is there: commit
+//! nothing new and return `Ok`). Both commit or neither does, so an effect is never
+//! applied twice and never lost.
+//!
+//! The table is `consumer_inbox`, created by [`crate::Store::migrate`].
+
+use deadpool_postgres::GenericClient;
+
+use crate::Result;
+
+/// Claims `id` (an event id: unique per effect) for `consumer` inside the caller's
+/// transaction. `true`: first time, apply the effect; `false`: already applied.
+pub async fn claim(client: &impl GenericClient, consumer: &str, id: &str) -> Result<bool> {
+    let statement = client.prepare_cached(include_str!("sql/inbox_claim.sql")).await?;
+    Ok(client.execute(&statement, &[&consumer, &id]).await? == 1)
+}

@@ -1,0 +1,1 @@
+DELETE FROM consumer_dead_letters WHERE consumer = $1 AND id = $2

@@ -1,0 +1,1 @@
+DELETE FROM consumer_parked WHERE consumer = $1 AND id = $2

@@ -1,0 +1,1 @@
+SELECT key FROM consumer_held_keys WHERE consumer = $1

@@ -1,0 +1,1 @@
+SELECT 1 FROM consumer_held_keys WHERE consumer = $1 AND key = $2 FOR UPDATE
