@@ -71,7 +71,7 @@
 //! With the feature `test-support`, [`test_support`] appends test events the way a
 //! service does, for the tests of the crates reading the outbox.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -87,6 +87,7 @@ mod transaction;
 
 pub use error::Error;
 pub use group_commit::GroupCommit;
+pub use orders_outbox::{OUTBOX_SHARDS, OutboxMessage, outbox_shard};
 pub use orders_postgres::{Failure, aborted_by_concurrency, classify};
 
 mod embedded {
@@ -96,9 +97,6 @@ mod embedded {
 /// The longest one migration statement waits for a lock (a table lock held by a
 /// long transaction) before the migration fails, to be tried again by the caller.
 pub const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Number of outbox shards; part of the schema's contract with relays.
-pub const OUTBOX_SHARDS: i32 = 64;
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -138,19 +136,6 @@ pub struct Snapshot {
     pub version: u64,
     /// The serialized state.
     pub state: Vec<u8>,
-}
-
-/// A record for the outbox, published by a relay as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    /// Destination topic.
-    pub topic: String,
-    /// Record key; also decides the outbox shard.
-    pub key: Vec<u8>,
-    /// Record value.
-    pub payload: Vec<u8>,
-    /// Record headers (for example `traceparent`).
-    pub headers: BTreeMap<String, String>,
 }
 
 /// The answer to a request, stored under its idempotency key with the effect.
@@ -230,12 +215,6 @@ impl Default for Options {
     fn default() -> Self {
         Self { notify_channel: None, group_commit: None, append_timeout: Duration::from_secs(10) }
     }
-}
-
-/// The stable shard of an outbox key: FNV-1a over the bytes, modulo [`OUTBOX_SHARDS`].
-pub fn outbox_shard(key: &[u8]) -> i32 {
-    let hash = key.iter().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
-    i32::try_from(hash % OUTBOX_SHARDS.unsigned_abs()).unwrap_or(0)
 }
 
 /// The event store; cheap to clone (it shares the pool).
@@ -429,18 +408,6 @@ fn check_versions(append: &Append<'_>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shards_are_stable_and_in_range() {
-        let key = b"0196f3b2-8c1e-7a00-9d4e-000000000001";
-        assert_eq!(outbox_shard(key), outbox_shard(key));
-        for i in 0..1000u32 {
-            let shard = outbox_shard(&i.to_be_bytes());
-            assert!((0..OUTBOX_SHARDS).contains(&shard));
-        }
-        // Pinned: relays and writers of other versions must agree on it.
-        assert_eq!(outbox_shard(b""), (0x811c_9dc5_u32 % 64) as i32);
-    }
 
     #[test]
     fn versions_must_follow_the_expected_one() {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     Error, Failure, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot, aborted_by_concurrency, classify,
-    outbox_shard, to_i64,
+    to_i64,
 };
 
 /// An append that owns its data, to cross into a committer task.
@@ -179,15 +179,7 @@ async fn run(
     tx.execute(&insert_events, &[&streams, &versions, &ids, &types, &payloads]).await.map_err(fail)?;
 
     let outbox: Vec<&OutboxMessage> = group.iter().flat_map(|a| a.outbox.iter()).collect();
-    if !outbox.is_empty() {
-        let shards: Vec<i32> = outbox.iter().map(|m| outbox_shard(&m.key)).collect();
-        let topics: Vec<&str> = outbox.iter().map(|m| m.topic.as_str()).collect();
-        let keys: Vec<&[u8]> = outbox.iter().map(|m| m.key.as_slice()).collect();
-        let values: Vec<&[u8]> = outbox.iter().map(|m| m.payload.as_slice()).collect();
-        let headers: Vec<serde_json::Value> = outbox.iter().map(|m| serde_json::json!(m.headers)).collect();
-        let insert_outbox = tx.prepare_cached(include_str!("sql/insert_outbox.sql")).await.map_err(fail)?;
-        tx.execute(&insert_outbox, &[&shards, &topics, &keys, &values, &headers]).await.map_err(fail)?;
-    }
+    orders_outbox::write(&tx, &outbox).await.map_err(fail)?;
 
     let snapshots: Vec<(Uuid, &Snapshot)> =
         group.iter().filter_map(|a| a.snapshot.as_ref().map(|s| (a.stream_id, s))).collect();

@@ -33,6 +33,10 @@
 //! CREATE INDEX outbox_quarantine_shard_key ON outbox_quarantine (shard, key);
 //! ```
 //!
+//! A writer of its own (a service with an outbox and no event store) gets both tables
+//! from [`migrate`] and inserts its rows with [`write`] inside the transaction of its
+//! effect; [`outbox_shard`] is the shard every writer must use.
+//!
 //! and of its writers one promise: **a key's next row is inserted only after its
 //! previous row committed** (an event store gives this for free: appending version
 //! `n + 1` needs the committed version `n` first). So one key's rows have increasing
@@ -242,12 +246,14 @@ mod relay;
 mod status;
 mod store;
 mod worker;
+mod write;
 
 pub use options::{RelayOptions, SessionKeepalive};
 pub use publish::producer_config;
 pub use quarantine::{Quarantine, QuarantinedRow, Selection};
 pub use relay::Relay;
 pub use status::RelayStatus;
+pub use write::{MigrateError, OUTBOX_SHARDS, OutboxMessage, migrate, outbox_shard, write};
 
 /// What can go wrong in the relay's own set-up (its loops retry everything else) and in
 /// the operations on the [`Quarantine`].

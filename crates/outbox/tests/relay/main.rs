@@ -7,6 +7,7 @@
 
 mod helpers;
 mod quarantine;
+mod writer;
 
 use std::{collections::BTreeSet, time::Duration};
 
