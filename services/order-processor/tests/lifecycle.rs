@@ -6,8 +6,8 @@ use orders_testkit::process::BinarySpec;
 const SPEC: BinarySpec = BinarySpec {
     exe: env!("CARGO_BIN_EXE_order-processor"),
     addr_var: "ADMIN_ADDR",
-    variables: &["CONSUMER_GROUP"],
-    postgres_probes: &["postgres"],
+    variables: &["CONSUMER_GROUP", "CONSUMER_CONCURRENCY", "RETRY_MAX_ATTEMPTS"],
+    postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "ORDER_COMMANDS_TOPIC", "DEAD_LETTER_TOPIC"],
 };
 

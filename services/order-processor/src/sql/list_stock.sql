@@ -1,0 +1,1 @@
+SELECT sku, available, reserved, shipped FROM inventory ORDER BY sku
