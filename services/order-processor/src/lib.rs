@@ -7,7 +7,8 @@
 //!   outbox rows of its commands;
 //! - [`inventory`]: the stock of tracked SKUs and its admin API;
 //! - [`build`]: migrations, the consumer, the in-process outbox relay to
-//!   `order-commands`, probes and the admin HTTP server.
+//!   `order-commands`, probes and the admin HTTP server;
+//! - [`ops`]: the `stock` and `dlq` subcommands.
 //!
 //! Commands leave through the processor's own transactional outbox (in
 //! `order_processor`), relayed in-process by the `orders-outbox` relay, rather than
@@ -17,6 +18,7 @@
 //! but not the database effect.
 
 pub mod inventory;
+pub mod ops;
 pub mod saga;
 
 use std::{net::SocketAddr, time::Duration};
@@ -98,6 +100,9 @@ pub struct Config {
     /// The longest delay between two attempts.
     #[arg(long, env = "RETRY_BACKOFF_MAX", default_value = "10s", value_parser = parse_duration)]
     pub retry_backoff_max: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<ops::Command>,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,

@@ -1,5 +1,5 @@
 //! order-processor binary: configuration from the environment, then [`order_processor::build`] under
-//! the shared service runtime.
+//! the shared service runtime, or an operation ([`order_processor::ops`]) when a subcommand is given.
 
 use std::process::ExitCode;
 
@@ -7,5 +7,9 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    orders_runtime::serve(order_processor::Config::parse(), order_processor::build).await
+    let config = order_processor::Config::parse();
+    match config.command.clone() {
+        Some(command) => order_processor::ops::run(&config, command).await,
+        None => orders_runtime::serve(config, order_processor::build).await,
+    }
 }

@@ -26,7 +26,8 @@ use uuid::Uuid;
 const DEADLINE: Duration = Duration::from_secs(90);
 
 struct World {
-    _db: TestDatabase,
+    db: TestDatabase,
+    group: String,
     _kafka: TestKafka,
     orders: String,
     producer: FutureProducer,
@@ -52,6 +53,7 @@ impl World {
         let commands = kafka.topic("order-commands", 2).await;
         let dlq = kafka.topic("dlq", 1).await;
         let group = kafka.name("processor");
+        let group_arg = format!("--consumer-group={group}");
         let servers = orders_testkit::kafka::bootstrap_servers();
         let config = Config::try_parse_from([
             SERVICE,
@@ -60,7 +62,7 @@ impl World {
             &format!("--orders-topic={orders}"),
             &format!("--commands-topic={commands}"),
             &format!("--dead-letter-topic={dlq}"),
-            &format!("--consumer-group={group}"),
+            &group_arg,
             &format!("--kafka-bootstrap-servers={servers}"),
             "--retry-max-attempts=2",
             "--retry-backoff-min=50ms",
@@ -75,7 +77,8 @@ impl World {
         let commands = kafka.consumer_from_start(&commands, 2);
         let dlq = kafka.consumer_from_start(&dlq, 1);
         Self {
-            _db: db,
+            db,
+            group,
             _kafka: kafka,
             orders,
             producer,
@@ -96,6 +99,18 @@ impl World {
         // blocking thread instead, which the test does not wait for.
         let (commands, dlq) = (self.commands, self.dlq);
         drop(tokio::task::spawn_blocking(move || drop((commands, dlq))));
+    }
+
+    /// Runs `order-processor <args>` against this world's database; its exit status
+    /// and standard output.
+    fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-processor"))
+            .args(args)
+            .env("DATABASE_URL", self.db.url())
+            .env("CONSUMER_GROUP", &self.group)
+            .output()
+            .expect("run order-processor");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     fn url(&self, path: &str) -> String {
@@ -279,5 +294,45 @@ async fn the_inventory_api_answers_problems_for_bad_requests() {
             { "sku": "SKU-B", "available": 2, "reserved": 0, "shipped": 0 }
         ])
     );
+    world.stop().await;
+}
+
+/// The dead-letter tool: a poison event is listed, replaying it fails again (exit 1),
+/// a later event of its key is parked behind it, and discarding it releases the key:
+/// the parked event is handled then, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dlq_tool_lists_replays_and_discards() {
+    let world = World::start().await;
+    world.set_stock("SKU-T", 10).await;
+    let order = new_order();
+    let key = order.to_string();
+    world.send_raw(&key, b"not an envelope").await;
+    tokio::time::timeout(DEADLINE, world.dlq.recv()).await.expect("a dead letter").expect("receive");
+    let (meta, created) = created(order, &[("SKU-T", 4)]);
+    world.send(&meta, &created).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (ok, listed) = world.cli(&["dlq", "list"]);
+        assert!(ok, "dlq list");
+        if listed.contains("parked=1") {
+            assert!(listed.contains(&format!("key={key}")) && listed.contains("undecodable"), "{listed}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the later event is parked: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    world.wait_stock("SKU-T", (10, 0, 0)).await; // parked, not handled
+    let (ok, replayed) = world.cli(&["dlq", "replay", "--all"]);
+    assert!(!ok && replayed.contains("failed again 1"), "a poison record fails again: {replayed}");
+    let (ok, discarded) = world.cli(&["dlq", "discard", "--key", &key]);
+    assert!(
+        ok && discarded.contains("parked events handled 1") && discarded.contains("orders released 1"),
+        "{discarded}"
+    );
+    world.wait_stock("SKU-T", (6, 4, 0)).await;
+    let (ok, listed) = world.cli(&["dlq", "list"]);
+    assert!(ok && listed.contains("no dead letters"), "{listed}");
+    let (ok, stock) = world.cli(&["stock", "list"]);
+    assert!(ok && stock.contains(r#""sku":"SKU-T","available":6"#), "{stock}");
     world.stop().await;
 }
