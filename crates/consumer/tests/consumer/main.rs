@@ -266,3 +266,21 @@ async fn a_rebalance_mid_stream_loses_and_duplicates_nothing() {
         assert_eq!(versions.get(key).map(Vec::as_slice), Some(&[1, 2, 3, 4, 5][..]), "{key}");
     }
 }
+
+/// A consumer whose database is down from the start retries reading its held keys,
+/// and a shutdown meanwhile is a clean stop, not a failure.
+#[tokio::test]
+async fn a_shutdown_while_the_database_is_down_is_clean() {
+    let world = World::new(1).await;
+    let unreachable = orders_testkit::postgres::pool("postgres://postgres@127.0.0.1:1/nowhere", 1);
+    let store = orders_consumer::Store::new(unreachable, &world.name);
+    let token = tokio_util::sync::CancellationToken::new();
+    let consumer =
+        orders_consumer::Consumer::new(world.settings(), store, Scripted::sleeping(Duration::ZERO))
+            .expect("consumer");
+    let running = tokio::spawn(consumer.run(token.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few failed attempts
+    token.cancel();
+    let outcome = tokio::time::timeout(DEADLINE, running).await.expect("stops in time").expect("no panic");
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
