@@ -19,7 +19,7 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     /// The schema migrations failed.
     #[error("migrations: {0}")]
-    Migration(#[from] refinery::Error),
+    Migration(#[from] orders_postgres::MigrateError),
     /// A selection named no record, or a record that is not this consumer's.
     #[error("not found: {0}")]
     NotFound(String),

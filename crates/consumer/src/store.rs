@@ -98,19 +98,10 @@ impl Store {
     /// Creates or updates the tables (safe to run from several processes at once: they
     /// wait on an advisory lock). Its history is kept in `orders_consumer_migrations`.
     pub async fn migrate(&self) -> Result<()> {
-        let mut client = deadpool_postgres::Object::take(self.pool.get().await?);
-        client.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
-        // A fixed key for "consumer migrations".
-        client.execute("SELECT pg_advisory_lock(7401223002)", &[]).await?;
-        let report = embedded::migrations::runner()
-            .set_migration_table_name(MIGRATION_TABLE)
-            .run_async(&mut *client)
-            .await;
-        client.execute("SELECT pg_advisory_unlock(7401223002)", &[]).await?;
-        for migration in report?.applied_migrations() {
-            tracing::info!(migration = %migration, "applied consumer migration");
-        }
-        Ok(())
+        // A fixed lock key for "consumer migrations".
+        let mut runner = embedded::migrations::runner();
+        runner.set_migration_table_name(MIGRATION_TABLE);
+        Ok(orders_postgres::migrate(&self.pool, 7401223002, &runner, "consumer").await?)
     }
 
     /// The keys held back now.
@@ -220,11 +211,7 @@ impl Store {
                 keys.push(letter.record.key);
             }
         }
-        for key in keys.into_iter().flatten() {
-            if !failed_keys.contains(&Some(key.clone())) {
-                self.release(handler, &key, retry, &mut outcome).await?;
-            }
-        }
+        self.release_all(handler, keys, retry, &mut outcome).await?;
         Ok(outcome)
     }
 
@@ -248,10 +235,23 @@ impl Store {
                 keys.push(letter.record.key);
             }
         }
-        for key in keys.into_iter().flatten() {
-            self.release(handler, &key, retry, &mut outcome).await?;
-        }
+        self.release_all(handler, keys, retry, &mut outcome).await?;
         Ok(outcome)
+    }
+
+    /// Releases each distinct key of `keys` (records without a key hold nothing back);
+    /// a key that still has a dead letter (its replay failed again) stays held.
+    async fn release_all<H: Handler>(
+        &self,
+        handler: &H,
+        keys: Vec<Option<Vec<u8>>>,
+        retry: Retry,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        for key in keys.into_iter().flatten() {
+            self.release(handler, &key, retry, outcome).await?;
+        }
+        Ok(())
     }
 
     /// Handles the parked records of `key` in order while it has no dead letter, then

@@ -249,11 +249,12 @@ mod worker;
 mod write;
 
 pub use options::{RelayOptions, SessionKeepalive};
+pub use orders_postgres::MigrateError;
 pub use publish::producer_config;
 pub use quarantine::{Quarantine, QuarantinedRow, Selection};
 pub use relay::Relay;
 pub use status::RelayStatus;
-pub use write::{MigrateError, OUTBOX_SHARDS, OutboxMessage, migrate, outbox_shard, write};
+pub use write::{OUTBOX_SHARDS, OutboxMessage, migrate, outbox_shard, write};
 
 /// What can go wrong in the relay's own set-up (its loops retry everything else) and in
 /// the operations on the [`Quarantine`].

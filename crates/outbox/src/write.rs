@@ -53,34 +53,11 @@ pub async fn write(
 /// Creates the outbox tables in the database of `pool` when they are not there (a
 /// service with an outbox of its own and no event store). Safe to run from several
 /// processes at once; history in `orders_outbox_migrations`.
-pub async fn migrate(pool: &Pool) -> Result<(), MigrateError> {
-    let mut client = deadpool_postgres::Object::take(pool.get().await?);
-    client.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
-    // A fixed key for "outbox migrations".
-    client.execute("SELECT pg_advisory_lock(7401223003)", &[]).await?;
-    let report = embedded::migrations::runner()
-        .set_migration_table_name("orders_outbox_migrations")
-        .run_async(&mut *client)
-        .await;
-    client.execute("SELECT pg_advisory_unlock(7401223003)", &[]).await?;
-    for migration in report?.applied_migrations() {
-        tracing::info!(migration = %migration, "applied outbox migration");
-    }
-    Ok(())
-}
-
-/// Why [`migrate`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    /// No connection.
-    #[error("postgres pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    /// A statement failed.
-    #[error("postgres: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
-    /// A migration failed.
-    #[error("migration: {0}")]
-    Migration(#[from] refinery::Error),
+pub async fn migrate(pool: &Pool) -> Result<(), orders_postgres::MigrateError> {
+    // A fixed lock key for "outbox migrations".
+    let mut runner = embedded::migrations::runner();
+    runner.set_migration_table_name("orders_outbox_migrations");
+    orders_postgres::migrate(pool, 7401223003, &runner, "outbox").await
 }
 
 #[cfg(test)]

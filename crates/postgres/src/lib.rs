@@ -34,10 +34,12 @@
 //! ```
 
 mod error;
+mod migrate;
 mod pool;
 mod url;
 
 pub use error::{Failure, aborted_by_concurrency, classify, describe};
+pub use migrate::{MigrateError, migrate};
 pub use pool::{Session, connect, pool};
 pub use url::DatabaseUrl;
 

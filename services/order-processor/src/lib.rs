@@ -142,11 +142,10 @@ mod embedded {
 pub async fn migrate(pool: &Pool, consumer: &str) -> anyhow::Result<()> {
     Store::new(pool.clone(), consumer).migrate().await.context("consumer tables")?;
     orders_outbox::migrate(pool).await.context("outbox tables")?;
-    let mut client = deadpool_postgres::Object::take(pool.get().await?);
-    client.batch_execute("SET statement_timeout = 0; SELECT pg_advisory_lock(7401223004)").await?;
-    let report = embedded::migrations::runner().run_async(&mut *client).await;
-    client.execute("SELECT pg_advisory_unlock(7401223004)", &[]).await?;
-    report.context("saga tables")?;
+    // A fixed lock key for "order-processor migrations".
+    orders_postgres::migrate(pool, 7401223004, &embedded::migrations::runner(), "saga")
+        .await
+        .context("saga tables")?;
     Ok(())
 }
 
