@@ -139,9 +139,9 @@ impl Saga {
         if tx.query(&lines, &[&order]).await.map_err(db)?.is_empty() {
             return Ok(Vec::new()); // nothing of this warehouse to ship
         }
-        let shipment = Uuid::now_v7().simple().to_string();
-        let shipment_id = format!("SHP-{}", &shipment[..16]);
-        let tracking = format!("TRK{}", &shipment[16..].to_uppercase());
+        // Random (v4), not time-ordered (v7): a v7 prefix repeats within a millisecond.
+        let shipment_id = format!("SHP-{}", Uuid::new_v4().simple());
+        let tracking = format!("TRK{}", Uuid::new_v4().simple().to_string()[..20].to_uppercase());
         let insert = tx.prepare_cached(include_str!("sql/insert_shipment.sql")).await.map_err(db)?;
         tx.execute(&insert, &[&order, &shipment_id, &tracking]).await.map_err(db)?;
         self.outcome(tx, order, "shipment requested", &shipment_id).await?;

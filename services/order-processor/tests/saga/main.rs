@@ -2,6 +2,8 @@
 //! produced to a fresh `orders` topic, commands read back from a fresh `order-commands`
 //! topic, the inventory through the admin API.
 
+mod crash;
+
 use std::{net::SocketAddr, time::Duration};
 
 use chrono::Utc;
