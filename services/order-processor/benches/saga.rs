@@ -1,0 +1,240 @@
+//! `make bench`: the order saga's throughput with its real database effects, beside a
+//! raw rdkafka consume of the same topic, measured in the same run against the local
+//! Kafka and PostgreSQL (`make up`).
+//!
+//! The topic (12 partitions, as `orders` in `deploy/topics.txt`) holds
+//! `BENCH_SAGA_ORDERS` (3,000) orders of one to three lines over 20 tracked SKUs, each
+//! created, paid and shipped: 3 events per order. Per round:
+//!
+//! 1. **Raw consume**: an rdkafka `StreamConsumer` reads every event from the start of
+//!    the topic and does nothing with it; first to last message received.
+//! 2. **Saga**: the processor's consumer (its default settings: concurrency 64) with
+//!    the saga's router, on a fresh database, reads the same events: per event one
+//!    transaction with the inbox row, the reservation, shipment or stock change, the
+//!    outcome and the outbox row of a command (`ShipOrder` per paid order). The
+//!    outbox is not relayed here (that is the relay's benchmark). Timed from the first
+//!    to the last inbox row's commit time.
+//!
+//! `BENCH_ROUNDS` (3) rounds, raw then saga in each; the medians and the spread are
+//! reported. A markdown table is printed and appended to `$BENCH_REPORT` when set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use futures::future::join_all;
+use order_processor::saga::Saga;
+use orders_consumer::{Consumer, Settings, Store};
+use orders_domain::{
+    Currency, LineItem, OrderEvent, OrderEventPayload, OrderId, PaymentId, ShipmentId, Sku, TrackingNumber,
+    UserId,
+};
+use orders_events::{EventMetadata, encode_event};
+use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use rdkafka::{
+    Offset, TopicPartitionList,
+    consumer::{Consumer as _, StreamConsumer},
+    producer::{FutureProducer, FutureRecord},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const PARTITIONS: i32 = 12;
+const SKUS: usize = 20;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn sku(i: usize) -> String {
+    format!("SKU-{:02}", i % SKUS)
+}
+
+/// Created, paid and shipped events of `orders` orders, as (key, payload), each
+/// order's events in order and the orders interleaved.
+fn workload(orders: usize) -> Vec<(String, Vec<u8>)> {
+    let mut per_order = Vec::new();
+    for i in 0..orders {
+        let order = OrderId::from_uuid(Uuid::now_v7());
+        let items: Vec<LineItem> = (0..=i % 3)
+            .map(|line| {
+                LineItem::new(Sku::new(sku(i * 7 + line)).unwrap(), u32::try_from(line + 1).unwrap(), 250)
+            })
+            .collect();
+        let total_minor = items.iter().map(|item| i64::from(item.quantity) * item.unit_price_minor).sum();
+        let payloads = [
+            OrderEventPayload::Created {
+                user_id: UserId::new(format!("user-{}", i % 100)).unwrap(),
+                currency: Currency::new("EUR").unwrap(),
+                items,
+                total_minor,
+            },
+            OrderEventPayload::Paid {
+                payment_id: PaymentId::new(format!("pay-{i}")).unwrap(),
+                amount_minor: total_minor,
+                currency: Currency::new("EUR").unwrap(),
+            },
+            OrderEventPayload::Shipped {
+                shipment_id: ShipmentId::new(format!("SHP-{i}")).unwrap(),
+                tracking_number: TrackingNumber::new(format!("TRK{i}")).unwrap(),
+            },
+        ];
+        let events: Vec<Vec<u8>> = payloads
+            .into_iter()
+            .zip(1..)
+            .map(|(payload, version)| {
+                let event = OrderEvent { order_id: order, version, occurred_at: Utc::now(), payload };
+                encode_event(&EventMetadata::new(Uuid::now_v7(), None), &event)
+            })
+            .collect();
+        per_order.push((order.to_string(), events));
+    }
+    let mut interleaved = Vec::new();
+    for version in 0..3 {
+        for (key, events) in &per_order {
+            interleaved.push((key.clone(), events[version].clone()));
+        }
+    }
+    interleaved
+}
+
+/// Reads `events` records of `topic` from the start: records/s, first to last.
+async fn raw_consume(kafka: &TestKafka, topic: &str, events: usize) -> f64 {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", kafka.name(&format!("raw-{}", orders_testkit::unique_suffix())))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut first = None;
+    for _ in 0..events {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await;
+        message.expect("a record within a minute").expect("receive");
+        first.get_or_insert_with(Instant::now);
+    }
+    let elapsed = first.expect("a first record").elapsed();
+    // Dropping a consumer can block in librdkafka's destroy; not the benchmark's business.
+    drop(tokio::task::spawn_blocking(move || drop(consumer)));
+    events as f64 / elapsed.as_secs_f64()
+}
+
+/// The saga over `events` records of `topic` on a fresh database: events/s, first to
+/// last inbox commit.
+async fn saga(kafka: &TestKafka, topic: &str, dlq: &str, commands: &str, events: usize) -> f64 {
+    let db = TestDatabase::create().await;
+    let name = kafka.name(&format!("saga-{}", orders_testkit::unique_suffix()));
+    order_processor::migrate(db.pool(), &name).await.expect("migrate");
+    let client = db.pool().get().await.expect("connection");
+    for i in 0..SKUS {
+        client
+            .execute("INSERT INTO inventory (sku, available) VALUES ($1, 100000000)", &[&sku(i)])
+            .await
+            .expect("stock");
+    }
+    let settings = Settings::new(&name, &[topic], kafka.client_config(), dlq);
+    let router = Saga::new(db.pool().clone(), &name, commands).router();
+    let consumer = Consumer::new(settings, Store::new(db.pool().clone(), &name), router).expect("consumer");
+    let token = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(token.clone()));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let handled = || async {
+        let row = client.query_one("SELECT count(*) FROM consumer_inbox", &[]).await.expect("count");
+        usize::try_from(row.get::<_, i64>(0)).unwrap()
+    };
+    while handled().await < events {
+        assert!(Instant::now() < deadline, "the saga did not handle every event in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    token.cancel();
+    running.await.expect("joined").expect("the consumer stops cleanly");
+    let row = client
+        .query_one(
+            "SELECT EXTRACT(EPOCH FROM max(handled_at) - min(handled_at))::float8,
+                    (SELECT count(*) FROM consumer_dead_letters), (SELECT count(*) FROM shipments)
+             FROM consumer_inbox",
+            &[],
+        )
+        .await
+        .expect("timing");
+    let (seconds, dead, shipped): (f64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(dead, 0, "no dead letters");
+    assert_eq!(usize::try_from(shipped).unwrap(), events / 3, "a shipment per order");
+    events as f64 / seconds
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn spread(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    format!("{min:.0}-{max:.0}")
+}
+
+#[tokio::main]
+async fn main() {
+    let orders: usize = env_or("BENCH_SAGA_ORDERS", 3_000);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let mut kafka = TestKafka::new().await;
+    let topic = kafka.topic("bench-saga", PARTITIONS).await;
+    let dlq = kafka.topic("bench-saga-dlq", 1).await;
+    let commands = kafka.topic("bench-saga-commands", PARTITIONS).await;
+    let records = workload(orders);
+    let events = records.len();
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let sends = records.iter().map(|(key, payload)| {
+        producer.send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(30))
+    });
+    for sent in join_all(sends).await {
+        sent.map_err(|(e, _)| e).expect("produce");
+    }
+    eprintln!("produced {events} events of {orders} orders to {topic}");
+
+    let (mut raw, mut handled, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let raw_rate = raw_consume(&kafka, &topic, events).await;
+        let saga_rate = saga(&kafka, &topic, &dlq, &commands, events).await;
+        eprintln!("round {round}: raw consume {raw_rate:.0} events/s, saga {saga_rate:.0} events/s");
+        raw.push(raw_rate);
+        handled.push(saga_rate);
+        ratios.push(saga_rate / raw_rate);
+    }
+    let table = format!(
+        "## order-processor: the saga\n\n\
+         {events} events ({orders} orders created, paid and shipped; 1-3 lines over {SKUS} tracked SKUs) \
+         on {PARTITIONS} partitions. Saga: the processor's consumer at concurrency 64, one transaction per \
+         event (inbox, effect, outcome, outbox row), not relayed. Medians of {rounds} rounds, raw then saga \
+         in each (spread in brackets); the ratio is the median of the rounds' ratios.\n\n\
+         | measure | raw rdkafka consume | saga | saga / raw |\n\
+         |---|---|---|---|\n\
+         | throughput, events/s | {:.0} ({}) | {:.0} ({}) | {:.3} |\n\n",
+        median(raw.clone()),
+        spread(&raw),
+        median(handled.clone()),
+        spread(&handled),
+        median(ratios),
+    );
+    println!("{table}");
+    if let Ok(path) = std::env::var("BENCH_REPORT") {
+        let mut file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
+        file.write_all(table.as_bytes()).expect("write the report");
+        eprintln!("appended to {path}");
+    }
+}
