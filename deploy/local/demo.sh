@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job of `make demo`, run after `make run` (infrastructure up, the five services
-# ready): drives a workload of orders through the command API and shows what the query API
-# answers and how long commands took to become visible in the read model. The driver is
+# ready): sets the saga's stock, drives a workload of orders through the command API and
+# shows what the query API answers, what the saga did (shipped, cancelled out of stock),
+# the inventory, and how long commands took to become visible. The driver is
 # crates/demo (binary orders-demo, built by `make build`); its settings come from the
 # environment: DEMO_ORDERS (1000), DEMO_USERS (50), DEMO_CONCURRENCY (16),
-# DEMO_VISIBILITY_TIMEOUT (30s), COMMANDS_URL, QUERIES_URL (the local defaults).
+# DEMO_VISIBILITY_TIMEOUT (30s), COMMANDS_URL, QUERIES_URL, PROCESSOR_URL (the local defaults).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=$("$ROOT/deploy/local/target-dir.sh")/${PROFILE:-debug}

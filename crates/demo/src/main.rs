@@ -1,17 +1,23 @@
 //! orders-demo: the main job of `make demo`, run once the five services are up.
 //!
-//! It drives a workload of orders through the command API (`POST /commands/orders`
-//! and `/pay`, `/ship`, `/cancel`), from many concurrent clients: every order is
-//! created, most are paid, some of those shipped and some cancelled, some unpaid ones
-//! cancelled. After each command's `2xx` it asks the query API for the order with
+//! First it sets the order processor's stock of the demo's SKUs (`PUT /inventory/{sku}`
+//! on its admin API), one of them (`lamp`) too low for the run, so that the saga runs
+//! out of it on purpose. Then it drives a workload of orders through the command API
+//! (`POST /commands/orders` and `/pay`, `/cancel`), from many concurrent clients: every
+//! order is created, most are paid, some of those and some unpaid ones cancelled by
+//! the customer. Shipping is the saga's job: it reserves stock when an order is
+//! created (or has it cancelled, out of stock), and ships it when it is paid. After
+//! each command's `2xx` the demo asks the query API for the order with
 //! `?min_version=<the version the command returned>` until the read model shows it,
-//! and records how long that took. It prints its progress every second, then what the
-//! query API answers: orders by status, a sample order with its history, a user's
-//! newest orders, the top users by spend, and the visibility latencies (p50/p99).
+//! and records how long that took. It prints its progress every second, waits for the
+//! saga to settle the paid orders, then shows what the query API answers (orders by
+//! status, a sample order with its history, a user's newest orders, the top users by
+//! spend, the visibility latencies) beside what the saga did and the inventory.
 //!
 //! Users are named after the run (`demo-<run>-user-NN`) so that the statistics shown
-//! are this run's. A `409` means the system moved the order first (the order processor
-//! reacts to the same events); the order's script stops there and it is counted.
+//! are this run's. A `409` means the system moved the order first (the saga cancelled
+//! it for want of stock, or shipped it before the customer's cancel); the order's
+//! script stops there and it is counted.
 
 use std::{
     collections::BTreeMap,
@@ -38,6 +44,9 @@ struct Args {
     /// Base URL of the query API.
     #[arg(long, env = "QUERIES_URL", default_value = "http://127.0.0.1:8081")]
     queries_url: String,
+    /// Base URL of the order processor's admin API (inventory).
+    #[arg(long, env = "PROCESSOR_URL", default_value = "http://127.0.0.1:8083")]
+    processor_url: String,
     /// Number of orders to create.
     #[arg(long, env = "DEMO_ORDERS", default_value_t = 1000)]
     orders: usize,
@@ -100,7 +109,12 @@ struct Demo {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
-    for (name, url) in [("command-service", &args.commands_url), ("projector", &args.queries_url)] {
+    let services = [
+        ("command-service", &args.commands_url),
+        ("projector", &args.queries_url),
+        ("order-processor", &args.processor_url),
+    ];
+    for (name, url) in services {
         let ready = http.get(format!("{url}/readyz")).send().await;
         match ready {
             Ok(r) if r.status().is_success() => {}
@@ -117,6 +131,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         demo.args.orders, demo.args.users, demo.args.concurrency, demo.run
     );
 
+    demo.seed_stock().await?;
     let started = Instant::now();
     let progress = tokio::spawn({
         let demo = Arc::clone(&demo);
@@ -139,8 +154,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await;
     progress.abort();
     demo.print_progress(started);
-    demo.report(started.elapsed()).await
+    let elapsed = started.elapsed();
+    let finals = demo.settle().await?;
+    demo.report(elapsed, &finals).await
 }
+
+/// The demo's SKUs and the stock the run starts with: plenty of each but `lamp`.
+const STOCK: [(&str, i64); 6] = [
+    ("book", 100_000),
+    ("lamp", 150),
+    ("mug", 100_000),
+    ("pen", 100_000),
+    ("shirt", 100_000),
+    ("tea", 100_000),
+];
 
 /// A small deterministic generator (xorshift), so a run's mix is reproducible.
 struct Rng(u64);
@@ -170,7 +197,7 @@ impl Demo {
     async fn drive(&self, index: usize) {
         let mut rng = Rng::new(index as u64 + 1);
         let user = format!("demo-{}-user-{:02}", self.run, rng.below(self.args.users as u64));
-        let skus = ["book", "lamp", "mug", "pen", "shirt", "tea"];
+        let skus = STOCK.map(|(sku, _)| sku);
         let mut total = 0;
         let items: Vec<Value> = (0..1 + rng.below(3))
             .map(|_| {
@@ -198,13 +225,7 @@ impl Demo {
                 "pay",
                 json!({ "payment_id": format!("pay-{}", uuid::Uuid::new_v4()), "amount_minor": total }),
             ));
-            let next = rng.below(100);
-            if next < 50 {
-                script.push((
-                    "ship",
-                    json!({ "shipment_id": format!("ship-{}", uuid::Uuid::new_v4()), "tracking_number": format!("TRK{index:06}") }),
-                ));
-            } else if next < 62 {
+            if rng.below(100) < 10 {
                 script.push(("cancel", json!({ "reason": "the customer changed their mind" })));
             }
         } else if roll < 95 {
@@ -213,11 +234,7 @@ impl Demo {
         for (kind, body) in script {
             match self.command(kind, &format!("/commands/orders/{order_id}/{kind}"), &body).await {
                 Some((Sent::Accepted(version), _)) => {
-                    status = match kind {
-                        "pay" => "paid",
-                        "ship" => "shipped",
-                        _ => "cancelled",
-                    };
+                    status = if kind == "pay" { "paid" } else { "cancelled" };
                     self.until_visible(kind, &order_id, version).await;
                 }
                 _ => break,
@@ -225,6 +242,110 @@ impl Demo {
         }
         lock(&self.tally.orders).push((order_id, user, status));
         self.tally.orders_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the stock of the demo's SKUs on the order processor (tracking them).
+    async fn seed_stock(&self) -> anyhow::Result<()> {
+        println!("== Stock set on the order processor (PUT /inventory/{{sku}} {{\"available\": N}})");
+        for (sku, available) in STOCK {
+            let url = format!("{}/inventory/{sku}", self.args.processor_url);
+            let response = self.http.put(&url).json(&json!({ "available": available })).send().await?;
+            if !response.status().is_success() {
+                bail!(
+                    "PUT {url} answered {}: {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                );
+            }
+            print!("  {sku} {available}");
+        }
+        println!("\n");
+        Ok(())
+    }
+
+    /// Waits until the saga has settled every order this run left paid (shipped it, or
+    /// had it cancelled); then every order's view, as the read model shows it.
+    async fn settle(&self) -> anyhow::Result<Vec<(&'static str, Value)>> {
+        let orders = lock(&self.tally.orders).clone();
+        let deadline = Instant::now() + self.args.visibility_timeout * 2;
+        let views: Vec<anyhow::Result<(&'static str, Value)>> = futures::stream::iter(orders)
+            .map(|(id, _, scripted)| async move {
+                loop {
+                    let view = self.query(&format!("/queries/orders/{id}")).await?;
+                    if scripted != "paid" || view["status"] != "paid" || Instant::now() > deadline {
+                        return Ok((scripted, view));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .buffer_unordered(self.args.concurrency.max(1))
+            .collect()
+            .await;
+        views.into_iter().collect()
+    }
+
+    /// What the saga did with this run's orders, and the inventory now.
+    async fn report_saga(&self, finals: &[(&'static str, Value)]) -> anyhow::Result<()> {
+        println!();
+        println!(
+            "== The saga (order-processor): what became of this run's orders (GET /queries/orders/{{id}})"
+        );
+        let mut outcomes: BTreeMap<(&str, String), usize> = BTreeMap::new();
+        let mut out_of_stock = Vec::new();
+        let mut shipment = None;
+        for (scripted, view) in finals {
+            let reason = view["cancellation"]["reason"].as_str().unwrap_or_default();
+            let now = match view["status"].as_str().unwrap_or("unknown") {
+                "cancelled" if reason.starts_with("out of stock") => {
+                    out_of_stock.push(reason.to_string());
+                    "cancelled, out of stock".to_string()
+                }
+                "shipped" => {
+                    shipment
+                        .get_or_insert_with(|| view["shipment"]["shipment_id"].as_str().map(str::to_string));
+                    "shipped by the saga".to_string()
+                }
+                status => status.to_string(),
+            };
+            *outcomes.entry((scripted, now)).or_default() += 1;
+        }
+        println!("  {:<24} {:<26} {:>6}", "the customer left it", "the read model shows it", "orders");
+        for ((scripted, now), count) in &outcomes {
+            println!("  {scripted:<24} {now:<26} {count:>6}");
+        }
+        if let Some(Some(shipment)) = shipment {
+            println!("  shipments are the saga's, e.g. {shipment}");
+        }
+        if let Some(reason) = out_of_stock.first() {
+            println!("  {} cancelled by the saga for want of stock, e.g. \"{reason}\"", out_of_stock.len());
+        }
+        let unsettled =
+            finals.iter().filter(|(scripted, view)| *scripted == "paid" && view["status"] == "paid");
+        let unsettled = unsettled.count();
+
+        let url = format!("{}/inventory", self.args.processor_url);
+        let inventory: Value =
+            self.http.get(&url).send().await?.json().await.with_context(|| format!("GET {url}"))?;
+        println!();
+        println!("== Inventory now (GET {url}; on hand = available + reserved; shipped counts every run)");
+        println!("  {:<8} {:>8} {:>10} {:>9} {:>9}", "sku", "set to", "available", "reserved", "shipped");
+        for item in inventory.as_array().into_iter().flatten() {
+            let sku = item["sku"].as_str().unwrap_or_default();
+            let Some((_, seeded)) = STOCK.iter().find(|(s, _)| *s == sku) else { continue };
+            let count = |field: &str| item[field].as_i64().unwrap_or_default();
+            println!(
+                "  {sku:<8} {seeded:>8} {:>10} {:>9} {:>9}",
+                count("available"),
+                count("reserved"),
+                count("shipped")
+            );
+        }
+        if unsettled > 0 {
+            bail!(
+                "{unsettled} paid orders were not shipped by the saga in time: see .local/services/order-processor.log"
+            );
+        }
+        Ok(())
     }
 
     /// Sends one command; returns how it ended and the order id it names.
@@ -302,7 +423,7 @@ impl Demo {
         Ok(body)
     }
 
-    async fn report(&self, elapsed: Duration) -> anyhow::Result<()> {
+    async fn report(&self, elapsed: Duration, finals: &[(&'static str, Value)]) -> anyhow::Result<()> {
         let orders = lock(&self.tally.orders).clone();
         let mut users: Vec<String> = orders.iter().map(|(_, u, _)| u.clone()).collect();
         users.sort();
@@ -337,7 +458,10 @@ impl Demo {
             );
         }
         println!("  {:<10} {:>8} {:>18}", "total", by_status.values().sum::<i64>(), orders.len());
-        println!("  (the order processor may move orders on its own: a difference is its work, not a loss)");
+        println!(
+            "  (the saga ships paid orders and cancels those it has no stock for: a difference is its work)"
+        );
+        self.report_saga(finals).await?;
 
         let sample = orders
             .iter()

@@ -8,14 +8,17 @@
 //!
 //! 1. **Raw consume**: an rdkafka `StreamConsumer` reads every event from the start of
 //!    the topic and does nothing with it; first to last message received.
-//! 2. **Saga**: the processor's consumer (its default settings: concurrency 64) with
+//! 2. **Raw PostgreSQL, effects once**: the least a consumer with effects once does
+//!    per event: one transaction inserting the event's inbox row, over as many
+//!    connections as the processor's pool (8), the events' ids from memory.
+//! 3. **Saga**: the processor's consumer (its default settings: concurrency 64) with
 //!    the saga's router, on a fresh database, reads the same events: per event one
 //!    transaction with the inbox row, the reservation, shipment or stock change, the
 //!    outcome and the outbox row of a command (`ShipOrder` per paid order). The
 //!    outbox is not relayed here (that is the relay's benchmark). Timed from the first
 //!    to the last inbox row's commit time.
 //!
-//! `BENCH_ROUNDS` (3) rounds, raw then saga in each; the medians and the spread are
+//! `BENCH_ROUNDS` (3) rounds, the three in that order in each; the medians and the spread are
 //! reported. A markdown table is printed and appended to `$BENCH_REPORT` when set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -127,6 +130,32 @@ async fn raw_consume(kafka: &TestKafka, topic: &str, events: usize) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
 
+/// One transaction per event inserting its inbox row, over the pool's connections:
+/// events/s.
+async fn raw_postgres(events: usize) -> f64 {
+    let db = TestDatabase::create().await;
+    order_processor::migrate(db.pool(), "raw").await.expect("migrate");
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..8).map(|_| {
+        let (pool, next) = (db.pool().clone(), std::sync::Arc::clone(&next));
+        tokio::spawn(async move {
+            let mut client = pool.get().await.expect("connection");
+            let insert =
+                client.prepare("INSERT INTO consumer_inbox (consumer, id) VALUES ('raw', $1)").await.unwrap();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < events {
+                let tx = client.transaction().await.expect("begin");
+                tx.execute(&insert, &[&Uuid::now_v7().to_string()]).await.expect("insert");
+                tx.commit().await.expect("commit");
+            }
+        })
+    });
+    for worker in join_all(workers).await {
+        worker.expect("worker");
+    }
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
 /// The saga over `events` records of `topic` on a fresh database: events/s, first to
 /// last inbox commit.
 async fn saga(kafka: &TestKafka, topic: &str, dlq: &str, commands: &str, events: usize) -> f64 {
@@ -206,29 +235,41 @@ async fn main() {
     }
     eprintln!("produced {events} events of {orders} orders to {topic}");
 
-    let (mut raw, mut handled, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut inbox, mut handled) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratios, mut inbox_ratios) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         let raw_rate = raw_consume(&kafka, &topic, events).await;
+        let inbox_rate = raw_postgres(events).await;
         let saga_rate = saga(&kafka, &topic, &dlq, &commands, events).await;
-        eprintln!("round {round}: raw consume {raw_rate:.0} events/s, saga {saga_rate:.0} events/s");
+        eprintln!(
+            "round {round}: raw consume {raw_rate:.0} events/s, raw PostgreSQL {inbox_rate:.0}, saga {saga_rate:.0}"
+        );
         raw.push(raw_rate);
+        inbox.push(inbox_rate);
         handled.push(saga_rate);
         ratios.push(saga_rate / raw_rate);
+        inbox_ratios.push(saga_rate / inbox_rate);
     }
     let table = format!(
         "## order-processor: the saga\n\n\
          {events} events ({orders} orders created, paid and shipped; 1-3 lines over {SKUS} tracked SKUs) \
          on {PARTITIONS} partitions. Saga: the processor's consumer at concurrency 64, one transaction per \
-         event (inbox, effect, outcome, outbox row), not relayed. Medians of {rounds} rounds, raw then saga \
-         in each (spread in brackets); the ratio is the median of the rounds' ratios.\n\n\
-         | measure | raw rdkafka consume | saga | saga / raw |\n\
-         |---|---|---|---|\n\
-         | throughput, events/s | {:.0} ({}) | {:.0} ({}) | {:.3} |\n\n",
+         event (inbox, effect, outcome, outbox row), not relayed. Raw PostgreSQL: one transaction per \
+         event inserting its inbox row, 8 connections. Medians of {rounds} rounds (spread in brackets); \
+         ratios are the medians of the rounds' ratios.\n\n\
+         | measure | events/s | saga / this |\n\
+         |---|---|---|\n\
+         | raw rdkafka consume | {:.0} ({}) | {:.4} |\n\
+         | raw PostgreSQL, a transaction per event with its inbox row | {:.0} ({}) | {:.2} |\n\
+         | saga | {:.0} ({}) | |\n\n",
         median(raw.clone()),
         spread(&raw),
+        median(ratios),
+        median(inbox.clone()),
+        spread(&inbox),
+        median(inbox_ratios),
         median(handled.clone()),
         spread(&handled),
-        median(ratios),
     );
     println!("{table}");
     if let Ok(path) = std::env::var("BENCH_REPORT") {
