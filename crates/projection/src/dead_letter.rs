@@ -24,6 +24,9 @@ pub(crate) struct DeadLetters {
     origin: String,
     /// The projection's name (`dlq.projection`).
     projection: String,
+    /// Its consumer group (`dlq.consumer`, the header other consumers of the same
+    /// dead-letter topic set too), or its name when the configuration has none.
+    consumer: String,
 }
 
 impl DeadLetters {
@@ -34,12 +37,13 @@ impl DeadLetters {
             topic: settings.dead_letter_topic.clone(),
             origin: settings.topic.clone(),
             projection: settings.name.clone(),
+            consumer: settings.consumer.get("group.id").unwrap_or(&settings.name).to_string(),
         })
     }
 
     /// Produces `record` to the dead-letter topic, and waits for its acknowledgement:
     /// its key, value and headers, plus `dlq.reason`, `dlq.origin.topic`,
-    /// `dlq.origin.partition`, `dlq.origin.offset` and `dlq.projection`.
+    /// `dlq.origin.partition`, `dlq.origin.offset`, `dlq.projection` and `dlq.consumer`.
     pub(crate) async fn send(&self, record: &Record, reason: &str) -> Result<()> {
         warn!(
             projection = %self.projection,
@@ -50,7 +54,7 @@ impl DeadLetters {
         );
         let partition = record.partition.to_string();
         let offset = record.offset.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 5);
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 6);
         for (key, value) in &record.headers {
             headers = headers.insert(Header { key, value: value.as_deref() });
         }
@@ -59,7 +63,8 @@ impl DeadLetters {
             .insert(Header { key: "dlq.origin.topic", value: Some(self.origin.as_str()) })
             .insert(Header { key: "dlq.origin.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "dlq.origin.offset", value: Some(offset.as_str()) })
-            .insert(Header { key: "dlq.projection", value: Some(self.projection.as_str()) });
+            .insert(Header { key: "dlq.projection", value: Some(self.projection.as_str()) })
+            .insert(Header { key: "dlq.consumer", value: Some(self.consumer.as_str()) });
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
         if let Some(key) = &record.key {
             out = out.key(key.as_slice());

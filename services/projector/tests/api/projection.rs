@@ -41,6 +41,8 @@ async fn duplicated_and_redelivered_events_give_the_views_of_the_unique_events()
     assert!(garbage.1["dlq.reason"].starts_with("undecodable event"), "{:?}", garbage.1);
     assert_eq!(garbage.1["dlq.origin.topic"], world.topic);
     assert_eq!(garbage.1["dlq.projection"], "order-views");
+    // The processor dead-letters to the same topic: this says whose dead letter it is.
+    assert_eq!(garbage.1["dlq.consumer"], world.kafka.name("first"));
     let unknown = dead
         .iter()
         .find(|(value, _)| *value == stream[70].value)
