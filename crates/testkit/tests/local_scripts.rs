@@ -5,8 +5,12 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
+/// The clone this test runs in. Read when it runs (cargo test sets the variable), not
+/// compiled in: the build cache is shared by clones, and a test binary built in
+/// another clone is reused here when the sources are the same.
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR (run by cargo test)");
+    PathBuf::from(manifest).join("../..").canonicalize().unwrap()
 }
 
 /// A running process that `services.sh` should take for the stats-aggregator: a copy
