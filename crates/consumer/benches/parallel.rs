@@ -18,7 +18,6 @@
 
 use std::{
     collections::HashMap,
-    io::Write as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -28,13 +27,13 @@ use std::{
 
 use futures::future::join_all;
 use orders_consumer::{Consumer, Failure, Handler, Record, Settings, Store};
-use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use orders_testkit::{
+    bench::{env_or, median, report, spread},
+    kafka::TestKafka,
+    postgres::TestDatabase,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Waits, then records when and in which order it handled what.
 struct Remote {
@@ -117,11 +116,6 @@ async fn run(bench: &Bench, concurrency: usize, events: usize) -> Measured {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let events: usize = env_or("BENCH_PARALLEL_EVENTS", 10_000);
@@ -162,14 +156,13 @@ async fn main() {
     out_of_order += serial.out_of_order;
     assert_eq!(out_of_order, 0, "records of one key were handled out of order");
 
-    let fastest = parallel.iter().copied().fold(f64::MIN, f64::max);
-    let slowest = parallel.iter().copied().fold(f64::MAX, f64::min);
-    let rate = median(parallel);
+    let rate = median(&parallel);
+    let spread = spread(&parallel);
     let table = format!(
         "## orders-consumer: key-ordered parallelism\n\n\
          {events} records over {keys} keys on one partition, a handler that waits {handler_ms} ms; \
          first to last handled record. Concurrency 64: median of {rounds} rounds \
-         ({slowest:.0}-{fastest:.0} records/s); concurrency 1: one round. Each key's records in order \
+         ({spread} records/s); concurrency 1: one round. Each key's records in order \
          in every run.\n\n\
          | measure | concurrency 1 | concurrency 64 | 64 / 1 |\n\
          |---|---|---|---|\n\
@@ -177,11 +170,5 @@ async fn main() {
         serial.rate,
         rate / serial.rate,
     );
-    println!("{table}");
-    if let Ok(path) = std::env::var("BENCH_REPORT") {
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
-        file.write_all(table.as_bytes()).expect("write the report");
-        eprintln!("appended to {path}");
-    }
+    report(&table);
 }

@@ -12,7 +12,8 @@
 //! - [`pg_proxy::PgProxy`]: a PostgreSQL proxy that can lose the answer to a
 //!   `COMMIT` the server carried out, to test writers whose commit outcome is unknown;
 //! - [`sequence::Sequences`]: checks that each key's versions arrive in order, none
-//!   missing, duplicates counted.
+//!   missing, duplicates counted;
+//! - [`bench`]: what the benchmarks share (settings, medians, the report).
 //!
 //! When Kafka or PostgreSQL cannot be reached, the helpers panic with a message that
 //! says how to start them (`make up`): an integration test never skips silently.
@@ -21,6 +22,7 @@
 //! `postgres://postgres@127.0.0.1:55432/postgres`) and `TEST_KAFKA_BOOTSTRAP_SERVERS`
 //! (default `127.0.0.1:9092`).
 
+pub mod bench;
 pub mod kafka;
 pub mod pg_proxy;
 pub mod postgres;

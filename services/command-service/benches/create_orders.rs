@@ -303,10 +303,5 @@ async fn main() {
     report.extend(rows);
     report.push(String::new());
     let report = report.join("\n");
-    println!("{report}");
-    if let Ok(path) = std::env::var("BENCH_REPORT") {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-        writeln!(file, "{report}").unwrap();
-    }
+    orders_testkit::bench::report(&report);
 }

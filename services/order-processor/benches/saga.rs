@@ -23,10 +23,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    io::Write as _,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::join_all;
@@ -37,7 +34,11 @@ use orders_domain::{
     UserId,
 };
 use orders_events::{EventMetadata, encode_event};
-use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use orders_testkit::{
+    bench::{env_or, median, report, spread},
+    kafka::TestKafka,
+    postgres::TestDatabase,
+};
 use rdkafka::{
     Offset, TopicPartitionList,
     consumer::{Consumer as _, StreamConsumer},
@@ -48,10 +49,6 @@ use uuid::Uuid;
 
 const PARTITIONS: i32 = 12;
 const SKUS: usize = 20;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn sku(i: usize) -> String {
     format!("SKU-{:02}", i % SKUS)
@@ -200,17 +197,6 @@ async fn saga(kafka: &TestKafka, topic: &str, dlq: &str, commands: &str, events:
     events as f64 / seconds
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn spread(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::MAX, f64::min);
-    let max = values.iter().copied().fold(f64::MIN, f64::max);
-    format!("{min:.0}-{max:.0}")
-}
-
 #[tokio::main]
 async fn main() {
     let orders: usize = env_or("BENCH_SAGA_ORDERS", 3_000);
@@ -262,20 +248,14 @@ async fn main() {
          | raw rdkafka consume | {:.0} ({}) | {:.4} |\n\
          | raw PostgreSQL, a transaction per event with its inbox row | {:.0} ({}) | {:.2} |\n\
          | saga | {:.0} ({}) | |\n\n",
-        median(raw.clone()),
+        median(&raw),
         spread(&raw),
-        median(ratios),
-        median(inbox.clone()),
+        median(&ratios),
+        median(&inbox),
         spread(&inbox),
-        median(inbox_ratios),
-        median(handled.clone()),
+        median(&inbox_ratios),
+        median(&handled),
         spread(&handled),
     );
-    println!("{table}");
-    if let Ok(path) = std::env::var("BENCH_REPORT") {
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
-        file.write_all(table.as_bytes()).expect("write the report");
-        eprintln!("appended to {path}");
-    }
+    report(&table);
 }

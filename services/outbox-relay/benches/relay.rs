@@ -26,7 +26,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -41,7 +40,11 @@ use metrics::{
 use orders_eventstore::{EventStore, Options, outbox_shard, test_support::TestEvent};
 use orders_outbox::{Relay, RelayOptions, producer_config};
 use orders_runtime::CancellationToken;
-use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
+use orders_testkit::{
+    bench::{env_or, median, report},
+    kafka::TestKafka,
+    postgres::TestDatabase,
+};
 use rdkafka::{
     ClientConfig,
     error::KafkaError,
@@ -54,10 +57,6 @@ use uuid::Uuid;
 const ORDERS: usize = 1_000;
 const PAYLOAD_BYTES: usize = 200;
 const PARTITIONS: i32 = 12;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// One outbox message: key (order id), payload, headers.
 struct Msg {
@@ -283,11 +282,6 @@ async fn relayed(db: &TestDatabase, published: &Published, total: u64) {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
     let events: usize = env_or("BENCH_EVENTS", 100_000);
@@ -365,9 +359,10 @@ async fn main() {
     let rounds_detail =
         |rates: &[f64]| rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
     let detail = format!("raw {}; relay {}", rounds_detail(&raw_rates), rounds_detail(&relay_rates));
-    let ratio = median(raw_rates.iter().zip(&relay_rates).map(|(raw, relay)| relay / raw).collect());
-    let raw_rate = median(raw_rates);
-    let relay_rate = median(relay_rates);
+    let ratios: Vec<f64> = raw_rates.iter().zip(&relay_rates).map(|(raw, relay)| relay / raw).collect();
+    let ratio = median(&ratios);
+    let raw_rate = median(&raw_rates);
+    let relay_rate = median(&relay_rates);
     let ms = |s: f64| s * 1000.0;
     let table = format!(
         "## outbox-relay\n\n\
@@ -390,11 +385,5 @@ async fn main() {
         ms(percentile(&mut relay_latency, 1.0)),
         relay_latency.len(),
     );
-    println!("{table}");
-    if let Ok(path) = std::env::var("BENCH_REPORT") {
-        let mut file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("report file");
-        file.write_all(table.as_bytes()).expect("write the report");
-        eprintln!("appended to {path}");
-    }
+    report(&table);
 }

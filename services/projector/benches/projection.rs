@@ -22,7 +22,6 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::{
-    io::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -324,10 +323,7 @@ fn main() {
             ms(p99),
             ms(max),
         );
-        println!("\n{table}");
-        if let Ok(path) = std::env::var("BENCH_REPORT") {
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
-            file.write_all(table.as_bytes()).unwrap();
-        }
+        println!();
+        orders_testkit::bench::report(&table);
     });
 }
