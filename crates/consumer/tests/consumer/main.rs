@@ -17,10 +17,16 @@ async fn keys_run_concurrently_and_each_key_in_order() {
     let world = World::new(2).await;
     let keys = keys(200);
     world.send_versions(&keys, 5).await;
-    let handler = Scripted::sleeping(Duration::from_millis(20));
+    let sleep = Duration::from_millis(20);
+    let handler = Scripted::sleeping(sleep);
     let running = world.start(world.settings(), std::sync::Arc::clone(&handler));
+    eventually(DEADLINE, "a first record handled", || !handler.handled().is_empty()).await;
+    let started = std::time::Instant::now();
     eventually(DEADLINE, "every record handled", || handler.handled().len() >= 1000).await;
+    let wall = started.elapsed();
     running.stop().await;
+    let serial = sleep * 1000;
+    assert!(wall < serial / 4, "1,000 records took {wall:?}, against {serial:?} one at a time");
     for key in &keys {
         assert_eq!(handler.versions_of(key), vec![1, 2, 3, 4, 5], "{key}");
     }
