@@ -29,6 +29,11 @@ pub struct UserWindowStats {
     pub currency: Currency,
     /// Whether the window is closed and this is its last message.
     pub is_final: bool,
+    /// Orders cancelled in the window.
+    pub cancelled_count: u64,
+    /// Sum of the payments of the orders cancelled in the window after they were
+    /// paid, in minor units of `currency`; zero or more.
+    pub refunded_minor: i64,
 }
 
 impl UserWindowStats {
@@ -49,11 +54,13 @@ pub fn stats_to_proto(stats: &UserWindowStats) -> pb::UserWindowStats {
         revenue_minor: stats.revenue_minor,
         currency: stats.currency.to_string(),
         is_final: stats.is_final,
+        cancelled_count: stats.cancelled_count,
+        refunded_minor: stats.refunded_minor,
     }
 }
 
 /// The stats in a Protobuf message, checked (valid user and currency, a
-/// window that ends after it starts, revenue >= 0).
+/// window that ends after it starts, revenue and refunds >= 0).
 pub fn stats_from_proto(message: pb::UserWindowStats) -> Result<UserWindowStats> {
     let stats = UserWindowStats {
         user_id: text(|| "user_id".into(), message.user_id)?,
@@ -64,6 +71,8 @@ pub fn stats_from_proto(message: pb::UserWindowStats) -> Result<UserWindowStats>
         revenue_minor: non_negative("revenue_minor", message.revenue_minor)?,
         currency: text(|| "currency".into(), message.currency)?,
         is_final: message.is_final,
+        cancelled_count: message.cancelled_count,
+        refunded_minor: non_negative("refunded_minor", message.refunded_minor)?,
     };
     if stats.window_end <= stats.window_start {
         return Err(DecodeError::InvalidWindow);

@@ -282,6 +282,16 @@ fn stats_errors_name_the_field() {
     );
 
     let mut s = stats_to_proto(&stats());
+    s.refunded_minor = -5;
+    assert_eq!(
+        decode_stats(&s.encode_to_vec()),
+        Err(DecodeError::InvalidValue {
+            field: "refunded_minor".into(),
+            problem: FieldError::Negative { value: -5 }
+        })
+    );
+
+    let mut s = stats_to_proto(&stats());
     s.user_id = String::new();
     assert_eq!(
         decode_stats(&s.encode_to_vec()),

@@ -125,6 +125,8 @@ pub(crate) fn stats() -> UserWindowStats {
         revenue_minor: 5198,
         currency: eur(),
         is_final: true,
+        cancelled_count: 1,
+        refunded_minor: 1299,
     }
 }
 
@@ -223,17 +225,32 @@ pub(crate) fn any_stats() -> impl Strategy<Value = UserWindowStats> {
         0i64..=i64::MAX,
         any_currency(),
         any::<bool>(),
+        (any::<u64>(), 0i64..=i64::MAX),
     )
-        .prop_map(|(user, start, len, order_count, paid_count, revenue_minor, currency, is_final)| {
-            UserWindowStats {
-                user_id: UserId::new(user).unwrap(),
-                window_start: start,
-                window_end: start + chrono::Duration::seconds(len),
+        .prop_map(
+            |(
+                user,
+                start,
+                len,
                 order_count,
                 paid_count,
                 revenue_minor,
                 currency,
                 is_final,
-            }
-        })
+                (cancelled_count, refunded_minor),
+            )| {
+                UserWindowStats {
+                    user_id: UserId::new(user).unwrap(),
+                    window_start: start,
+                    window_end: start + chrono::Duration::seconds(len),
+                    order_count,
+                    paid_count,
+                    revenue_minor,
+                    currency,
+                    is_final,
+                    cancelled_count,
+                    refunded_minor,
+                }
+            },
+        )
 }

@@ -8,7 +8,8 @@
 
 use orders_domain::OrderEvent;
 use orders_events::{
-    CommandMessage, decode_command, decode_event, decode_stats, encode_command, encode_event, encode_stats,
+    CommandMessage, UserWindowStats, decode_command, decode_event, decode_stats, encode_command,
+    encode_event, encode_stats,
 };
 
 use crate::fixtures::*;
@@ -145,7 +146,28 @@ fn user_window_stats() {
         "30ce28",           // 6: revenue_minor
         "3a03455552",       // 7: currency
         "4001",             // 8: is_final
+        "4801",             // 9: cancelled_count
+        "50930a",           // 10: refunded_minor
     );
     assert_eq!(hex(&encode_stats(&stats())), pinned, "UserWindowStats encoding changed");
     assert_eq!(decode_stats(&unhex(pinned)).unwrap(), stats());
+}
+
+/// A message written before `cancelled_count` and `refunded_minor` existed (fields 1-8
+/// only) still decodes: both read as zero.
+#[test]
+fn user_window_stats_of_before_the_cancellation_fields() {
+    let old = concat!(
+        "0a05616c696365",
+        "12060880c3bbc206",
+        "1a0608bcc3bbc206",
+        "2003",
+        "2802",
+        "30ce28",
+        "3a03455552",
+        "4001"
+    );
+    let decoded = decode_stats(&unhex(old)).unwrap();
+    assert_eq!((decoded.cancelled_count, decoded.refunded_minor), (0, 0));
+    assert_eq!(decoded, UserWindowStats { cancelled_count: 0, refunded_minor: 0, ..stats() });
 }
