@@ -6,6 +6,8 @@
 //! (its dependencies reachable) and `/metrics`, and stops cleanly on SIGTERM; the work
 //! described above is not implemented yet.
 
+pub mod topology;
+
 use std::net::SocketAddr;
 
 use clap::Parser;
