@@ -1,0 +1,556 @@
+//! Runs a [`Topology`] on Kafka, exactly once: each poll-process-commit cycle is one
+//! Kafka transaction holding the outputs, the changelog records of the state stores
+//! and the input offsets (`send_offsets_to_transaction`), as Kafka Streams' exactly-once
+//! v2 does.
+//!
+//! The loop runs on a thread of its own: librdkafka's transactional calls block, and
+//! so do the restores. One consumer (a group member, `read_committed`,
+//! cooperative-sticky) reads every input topic; one transactional producer writes.
+//! A task is one input partition: its state is built by [`Topology::new_task`] and
+//! restored from partition *p* of the input's changelog topic before any of its
+//! records is processed, on start and on every assignment (inside the assignment
+//! callback, so no record of the partition is seen first). On revocation the open
+//! transaction is committed inside the revoke callback, before the partitions go. On
+//! an abortable error the transaction is aborted, every task is rebuilt from its
+//! changelog and the consumer sought back to the committed offsets; a fatal one (a
+//! fenced producer: another instance took the transactional id) ends the run with an
+//! error, and the service is restarted from the committed offsets.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance},
+    error::KafkaError,
+    message::{BorrowedMessage, Header, OwnedHeaders},
+    producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer},
+};
+use tracing::{debug, info, warn};
+
+/// How long a transactional call may block.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A Kafka call failed for good.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A changelog record could not be restored.
+    #[error("restoring {topic}/{partition}: {reason}")]
+    Restore {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+    /// The settings do not make a topology that can run.
+    #[error("invalid settings: {0}")]
+    Settings(String),
+}
+
+/// An input record, as the topology sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition: the task's.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its value.
+    pub value: Option<&'a [u8]>,
+}
+
+/// A record to produce in the current transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The topic.
+    pub topic: String,
+    /// Its key (the partitioner picks the partition from it).
+    pub key: Vec<u8>,
+    /// Its value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Its headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A changelog record of a task's state: key and value, `None` for a deletion.
+pub type ChangelogRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// What to run: a task per input partition, and what a task does.
+pub trait Topology: Send + 'static {
+    /// The state of one task.
+    type Task: Send;
+
+    /// A new, empty task for `partition` of `topic`.
+    fn new_task(&self, topic: &str, partition: i32) -> Self::Task;
+
+    /// Applies one record of the task's changelog while restoring.
+    ///
+    /// # Errors
+    /// When the record cannot be read: the run ends (a changelog is never skipped).
+    fn restore(&self, task: &mut Self::Task, key: &[u8], value: Option<&[u8]>) -> Result<(), String>;
+
+    /// Processes one input record, pushing what to produce onto `out`.
+    fn process(&self, task: &mut Self::Task, record: Input<'_>, out: &mut Vec<Output>);
+
+    /// Called before each commit with the processing time: rate-limited updates, windows
+    /// closed, by stream time or by wall clock.
+    fn punctuate(&self, task: &mut Self::Task, now_ms: i64, out: &mut Vec<Output>);
+
+    /// The task's changelog records since the last call.
+    fn changelog(&self, task: &mut Self::Task) -> Vec<ChangelogRecord>;
+}
+
+/// How to run a topology.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The application id: the consumer group.
+    pub application_id: String,
+    /// The producer's transactional id: stable per instance (a restarted instance with
+    /// the same id aborts its predecessor's open transaction at once), unique across
+    /// instances.
+    pub transactional_id: String,
+    /// Each input topic with the changelog topic of its tasks' state (same partition
+    /// count: partition *p* of the changelog holds the state of the task of input
+    /// partition *p*).
+    pub inputs: Vec<(String, String)>,
+    /// librdkafka settings (bootstrap servers, security); the runner sets those its
+    /// guarantees need.
+    pub config: ClientConfig,
+    /// How often a transaction commits (Kafka Streams under exactly once: 100 ms). Readers
+    /// with `read_committed` see the outputs at most this much later.
+    pub commit_interval: Duration,
+    /// At most this many input records per transaction.
+    pub max_records_per_transaction: usize,
+}
+
+impl Settings {
+    /// Settings for `application_id`, one instance `transactional_id`, `inputs` with their
+    /// changelogs, on `config`; commits every 100 ms or 10,000 records.
+    pub fn new(
+        application_id: impl Into<String>,
+        transactional_id: impl Into<String>,
+        inputs: &[(&str, &str)],
+        config: ClientConfig,
+    ) -> Self {
+        Self {
+            application_id: application_id.into(),
+            transactional_id: transactional_id.into(),
+            inputs: inputs.iter().map(|(i, c)| ((*i).to_string(), (*c).to_string())).collect(),
+            config,
+            commit_interval: Duration::from_millis(100),
+            max_records_per_transaction: 10_000,
+        }
+    }
+}
+
+/// Stops a running topology.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    stop: Arc<AtomicBool>,
+    halt: Arc<AtomicBool>,
+}
+
+impl Stop {
+    /// A fresh one.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops after committing the open transaction.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops at once, committing nothing, as a crash would (for tests of recovery).
+    pub fn halt(&self) {
+        self.halt.store(true, Ordering::SeqCst);
+    }
+}
+
+type TaskId = (String, i32);
+
+struct Engine<T: Topology> {
+    topology: T,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    restorer: BaseConsumer,
+    changelogs: HashMap<String, String>,
+    tasks: BTreeMap<TaskId, T::Task>,
+    /// Next offsets of the records processed in the open transaction.
+    offsets: BTreeMap<TaskId, i64>,
+    in_transaction: bool,
+    records: usize,
+    failed: Option<RunError>,
+    /// Halted: nothing may be committed any more, not even by the revoke callback
+    /// that closing the consumer runs.
+    halted: bool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T: Topology> Engine<T> {
+    fn produce(&self, output: Output) -> Result<(), KafkaError> {
+        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+        for (key, value) in &output.headers {
+            headers = headers.insert(Header { key, value: Some(value.as_slice()) });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&output.topic).key(output.key.as_slice()).headers(headers);
+        if let Some(value) = &output.value {
+            record = record.payload(value.as_slice());
+        }
+        self.send(record)
+    }
+
+    fn send<'a>(&self, mut record: BaseRecord<'a, [u8], [u8]>) -> Result<(), KafkaError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    fn begin(&mut self) -> Result<(), KafkaError> {
+        if !self.in_transaction {
+            self.producer.begin_transaction()?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
+        let id = (message.topic().to_string(), message.partition());
+        if !self.tasks.contains_key(&id) {
+            debug!(topic = %id.0, partition = id.1, "a record of a partition without a task; skipped");
+            return Ok(());
+        }
+        self.begin()?;
+        let input = Input {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+        };
+        let mut out = Vec::new();
+        if let Some(task) = self.tasks.get_mut(&id) {
+            self.topology.process(task, input, &mut out);
+        }
+        for output in out {
+            self.produce(output)?;
+        }
+        self.offsets.insert(id, message.offset() + 1);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Punctuates every task, writes the changelogs and commits the transaction with the
+    /// input offsets.
+    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), KafkaError> {
+        let now_ms = now_ms();
+        let mut out = Vec::new();
+        let mut changelog = Vec::new();
+        for ((topic, partition), task) in &mut self.tasks {
+            self.topology.punctuate(task, now_ms, &mut out);
+            let records = self.topology.changelog(task);
+            if !records.is_empty() {
+                changelog.push((self.changelogs[topic].clone(), *partition, records));
+            }
+        }
+        if out.is_empty() && changelog.is_empty() && self.offsets.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        for output in out {
+            self.produce(output)?;
+        }
+        for (topic, partition, records) in changelog {
+            for (key, value) in records {
+                let mut record: BaseRecord<'_, [u8], [u8]> =
+                    BaseRecord::to(&topic).partition(partition).key(key.as_slice());
+                if let Some(value) = &value {
+                    record = record.payload(value.as_slice());
+                }
+                self.send(record)?;
+            }
+        }
+        if !self.offsets.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), next) in &self.offsets {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            let metadata = consumer
+                .group_metadata()
+                .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+            self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+        }
+        self.producer.commit_transaction(TXN_TIMEOUT)?;
+        debug!(records = self.records, partitions = self.offsets.len(), "transaction committed");
+        metrics::counter!("streams_transactions_total", "outcome" => "committed").increment(1);
+        metrics::counter!("streams_records_processed_total").increment(self.records as u64);
+        self.in_transaction = false;
+        self.offsets.clear();
+        self.records = 0;
+        Ok(())
+    }
+
+    /// Builds the task of `id` from its changelog, read to its end.
+    fn restore_task(&mut self, id: &TaskId) -> Result<(), RunError> {
+        let started = Instant::now();
+        let changelog = self.changelogs[&id.0].clone();
+        let mut task = self.topology.new_task(&id.0, id.1);
+        let (low, high) = self.restorer.fetch_watermarks(&changelog, id.1, TXN_TIMEOUT)?;
+        let mut restored = 0u64;
+        if high > low {
+            let mut assignment = TopicPartitionList::new();
+            assignment.add_partition_offset(&changelog, id.1, Offset::Beginning)?;
+            self.restorer.assign(&assignment)?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                let position = self
+                    .restorer
+                    .position()?
+                    .find_partition(&changelog, id.1)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(-1);
+                if position >= high {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(RunError::Restore {
+                        topic: changelog,
+                        partition: id.1,
+                        reason: format!("not at the end ({high}) after 10 minutes, at {position}"),
+                    });
+                }
+                let Some(message) = self.restorer.poll(Duration::from_millis(100)) else { continue };
+                let message = message?;
+                let key = message.key().unwrap_or_default();
+                self.topology.restore(&mut task, key, message.payload()).map_err(|reason| {
+                    RunError::Restore { topic: changelog.clone(), partition: id.1, reason }
+                })?;
+                restored += 1;
+            }
+            self.restorer.unassign()?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::histogram!("streams_restore_seconds").record(seconds);
+        info!(topic = %id.0, partition = id.1, changelog = %changelog, records = restored, seconds, "task restored");
+        self.tasks.insert(id.clone(), task);
+        Ok(())
+    }
+
+    /// After an abortable error: abort, rebuild every task from its changelog, seek the
+    /// consumer back to the committed offsets.
+    fn recover<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RunError> {
+        if self.in_transaction {
+            self.producer.abort_transaction(TXN_TIMEOUT)?;
+        }
+        metrics::counter!("streams_transactions_total", "outcome" => "aborted").increment(1);
+        self.in_transaction = false;
+        self.offsets.clear();
+        self.records = 0;
+        let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
+        self.tasks.clear();
+        for id in &ids {
+            self.restore_task(id)?;
+        }
+        let committed = consumer.committed(TXN_TIMEOUT)?;
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Invalid => Offset::Beginning,
+                other => other,
+            };
+            consumer.seek(element.topic(), element.partition(), offset, TXN_TIMEOUT)?;
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+struct Context<T: Topology> {
+    engine: Arc<Mutex<Engine<T>>>,
+}
+
+impl<T: Topology> ClientContext for Context<T> {}
+
+impl<T: Topology> ConsumerContext for Context<T> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let mut engine = lock(&self.engine);
+        if engine.failed.is_some() || engine.halted {
+            return;
+        }
+        if let Err(error) = engine.commit(consumer) {
+            warn!(%error, "committing before a revocation failed; the run ends");
+            engine.failed = Some(error.into());
+            return;
+        }
+        for element in list.elements() {
+            engine.tasks.remove(&(element.topic().to_string(), element.partition()));
+        }
+        info!(partitions = list.count(), "partitions revoked after the commit");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else { return };
+        let mut engine = lock(&self.engine);
+        for element in list.elements() {
+            if engine.failed.is_some() {
+                return;
+            }
+            let id = (element.topic().to_string(), element.partition());
+            if let Err(error) = engine.restore_task(&id) {
+                engine.failed = Some(error);
+            }
+        }
+    }
+}
+
+/// Runs `topology` until `stop` says so (or a fatal error).
+///
+/// # Errors
+/// A Kafka error that aborting cannot recover from (a fenced producer, an unreachable
+/// broker past the timeouts), or a changelog that cannot be restored.
+pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result<(), RunError> {
+    if settings.inputs.is_empty() {
+        return Err(RunError::Settings("no input topic".into()));
+    }
+    let mut producer_config = settings.config.clone();
+    producer_config
+        .set("transactional.id", &settings.transactional_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "20000")
+        .set("transaction.timeout.ms", "60000");
+    let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
+    producer.init_transactions(TXN_TIMEOUT)?;
+    let mut restorer_config = settings.config.clone();
+    restorer_config
+        .set("group.id", format!("{}-restore", settings.application_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let restorer: BaseConsumer = restorer_config.create()?;
+    let engine = Arc::new(Mutex::new(Engine {
+        topology,
+        producer,
+        restorer,
+        changelogs: settings.inputs.iter().cloned().collect(),
+        tasks: BTreeMap::new(),
+        offsets: BTreeMap::new(),
+        in_transaction: false,
+        records: 0,
+        failed: None,
+        halted: false,
+    }));
+    let mut consumer_config = settings.config.clone();
+    consumer_config
+        .set("group.id", &settings.application_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    let consumer: BaseConsumer<Context<T>> =
+        consumer_config.create_with_context(Context { engine: Arc::clone(&engine) })?;
+    let topics: Vec<&str> = settings.inputs.iter().map(|(input, _)| input.as_str()).collect();
+    consumer.subscribe(&topics)?;
+
+    let mut last_commit = Instant::now();
+    loop {
+        if stop.halt.load(Ordering::SeqCst) {
+            lock(&engine).halted = true;
+            warn!("halted: the open transaction is left for the next instance to abort");
+            return Ok(());
+        }
+        let stopping = stop.stop.load(Ordering::SeqCst);
+        let message = if stopping { None } else { consumer.poll(Duration::from_millis(20)) };
+        let mut engine = lock(&engine);
+        if let Some(error) = engine.failed.take() {
+            return Err(error);
+        }
+        let mut result = match message {
+            Some(Ok(message)) => engine.process(&message),
+            Some(Err(error)) => {
+                warn!(%error, "consumer error");
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        let due = stopping
+            || last_commit.elapsed() >= settings.commit_interval
+            || engine.records >= settings.max_records_per_transaction;
+        if result.is_ok() && due {
+            result = engine.commit(&consumer);
+            last_commit = Instant::now();
+        }
+        match result {
+            Ok(()) if stopping => {
+                info!("stopped after the last commit");
+                return Ok(());
+            }
+            Ok(()) => {}
+            Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
+                warn!(%error, "abortable transaction error: aborting, restoring, seeking back");
+                engine.recover(&consumer)?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_default_to_kafka_streams_exactly_once_commits() {
+        let settings = Settings::new("app", "app-0", &[("in", "app-state-changelog")], ClientConfig::new());
+        assert_eq!(settings.commit_interval, Duration::from_millis(100));
+        assert_eq!(settings.inputs, vec![("in".to_string(), "app-state-changelog".to_string())]);
+    }
+
+    #[test]
+    fn no_input_is_refused() {
+        struct Nothing;
+        impl Topology for Nothing {
+            type Task = ();
+            fn new_task(&self, _: &str, _: i32) {}
+            fn restore(&self, (): &mut (), _: &[u8], _: Option<&[u8]>) -> Result<(), String> {
+                Ok(())
+            }
+            fn process(&self, (): &mut (), _: Input<'_>, _: &mut Vec<Output>) {}
+            fn punctuate(&self, (): &mut (), _: i64, _: &mut Vec<Output>) {}
+            fn changelog(&self, (): &mut ()) -> Vec<ChangelogRecord> {
+                Vec::new()
+            }
+        }
+        let settings =
+            Settings { inputs: Vec::new(), ..Settings::new("app", "app-0", &[], ClientConfig::new()) };
+        assert!(matches!(run(Nothing, &settings, &Stop::new()), Err(RunError::Settings(_))));
+    }
+}

@@ -1,0 +1,199 @@
+//! The runner against the real Kafka of `make up`: a windowed count per key, halted
+//! mid-stream as a crash would (its open transaction never committed), then run again
+//! by a new instance with the same transactional id, restoring from the changelog:
+//! read with `read_committed`, every window's final count is there once and exact.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use orders_streams::{
+    Change, ChangelogRecord, Input, Output, Settings, Stop, Topology, WindowStore, Windows, run,
+};
+use orders_testkit::kafka::TestKafka;
+use rdkafka::{
+    Message as _,
+    producer::{FutureProducer, FutureRecord},
+};
+
+const PARTITIONS: i32 = 2;
+const RECORDS: usize = 6_000;
+const KEYS: usize = 40;
+
+/// Counts records per key in windows of 1 s (grace 500 ms); emits final counts only,
+/// to `output`, keyed `key@window-start`.
+struct Count {
+    output: String,
+}
+
+impl Count {
+    fn windows() -> Windows {
+        Windows::tumbling(Duration::from_secs(1)).unwrap().with_grace(Duration::from_millis(500))
+    }
+}
+
+const STREAM_TIME: &[u8] = b"\0stream-time";
+
+impl Topology for Count {
+    type Task = WindowStore<String, u64>;
+
+    fn new_task(&self, _topic: &str, _partition: i32) -> Self::Task {
+        WindowStore::new(Self::windows(), Duration::ZERO)
+    }
+
+    fn restore(&self, task: &mut Self::Task, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string());
+        let number = |bytes: &[u8]| text(bytes)?.parse::<i64>().map_err(|e| e.to_string());
+        if key == STREAM_TIME {
+            task.restore(Change::StreamTime(number(value.ok_or("no stream time")?)?));
+            return Ok(());
+        }
+        let key = text(key)?;
+        let (name, start) = key.rsplit_once('@').ok_or("no window in the key")?;
+        let start: i64 = start.parse().map_err(|e: std::num::ParseIntError| e.to_string())?;
+        let window = orders_streams::Window { start_ms: start, end_ms: start + 1000 };
+        let value = value.map(number).transpose()?.map(|v| v.unsigned_abs());
+        task.restore(Change::Window { key: name.to_string(), window, value });
+        Ok(())
+    }
+
+    fn process(&self, task: &mut Self::Task, record: Input<'_>, _out: &mut Vec<Output>) {
+        let key = String::from_utf8_lossy(record.key.unwrap_or_default()).into_owned();
+        let Some(ts) = record.value.and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok()) else {
+            return;
+        };
+        task.add(&key, ts, |count| *count += 1);
+    }
+
+    fn punctuate(&self, task: &mut Self::Task, _now_ms: i64, out: &mut Vec<Output>) {
+        for closed in task.close() {
+            out.push(Output {
+                topic: self.output.clone(),
+                key: format!("{}@{}", closed.key, closed.window.start_ms).into_bytes(),
+                value: Some(closed.value.to_string().into_bytes()),
+                headers: Vec::new(),
+            });
+        }
+    }
+
+    fn changelog(&self, task: &mut Self::Task) -> Vec<ChangelogRecord> {
+        task.take_changes()
+            .into_iter()
+            .map(|change| match change {
+                Change::StreamTime(ts) => (STREAM_TIME.to_vec(), Some(ts.to_string().into_bytes())),
+                Change::Window { key, window, value } => (
+                    format!("{key}@{}", window.start_ms).into_bytes(),
+                    value.map(|v| v.to_string().into_bytes()),
+                ),
+            })
+            .collect()
+    }
+}
+
+/// Starts a run on a thread of its own.
+fn start(
+    settings: &Settings,
+    output: &str,
+) -> (Stop, std::thread::JoinHandle<Result<(), orders_streams::RunError>>) {
+    let stop = Stop::new();
+    let (settings, output, handle) = (settings.clone(), output.to_string(), stop.clone());
+    let thread = std::thread::spawn(move || run(Count { output }, &settings, &handle));
+    (stop, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_stream_neither_loses_nor_doubles_a_count() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+    let mut kafka = TestKafka::new().await;
+    let input = kafka.topic("counts-in", PARTITIONS).await;
+    let changelog = kafka.topic_with("counts-changelog", PARTITIONS, &[("cleanup.policy", "compact")]).await;
+    let output = kafka.topic("counts-out", PARTITIONS).await;
+
+    // Timestamps rise by 2 ms per record with a jitter of up to 300 ms back (under
+    // the grace), then a record per partition far ahead closes every window.
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let producer: FutureProducer = kafka.client_config().set("enable.idempotence", "true").create().unwrap();
+    let mut records = Vec::new();
+    for i in 0..RECORDS {
+        let key = format!("key-{}", i % KEYS);
+        let ts = i as i64 * 2 - ((i * 7919) % 150) as i64 * 2;
+        *expected.entry(format!("{key}@{}", ts.div_euclid(1000) * 1000)).or_default() += 1;
+        records.push((key, ts.to_string()));
+    }
+    let mut sends = Vec::new();
+    // Two thirds before the first instance, the rest after its crash.
+    let (before, after) = records.split_at(RECORDS * 2 / 3);
+    for (key, ts) in before {
+        sends.push(producer.send(FutureRecord::to(&input).key(key).payload(ts), Duration::from_secs(30)));
+    }
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).unwrap();
+    }
+    let mut settings = Settings::new(
+        kafka.name("counts"),
+        kafka.name("counts-0"),
+        &[(input.as_str(), changelog.as_str())],
+        kafka.client_config(),
+    );
+    settings.max_records_per_transaction = 500;
+
+    // The first instance: halted once some outputs are committed.
+    let reader = kafka.consumer_from_start(&output, PARTITIONS);
+    let (stop, first) = start(&settings, &output);
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < 20 {
+        assert!(Instant::now() < deadline, "no output from the first instance");
+        receive(&reader, &mut seen, Duration::from_secs(5)).await;
+    }
+    stop.halt();
+    first.join().unwrap().unwrap();
+
+    // The rest, and far-ahead records that close every window; then the second
+    // instance, with the same transactional id.
+    let sends = after.iter().map(|(key, ts)| {
+        producer.send(FutureRecord::to(&input).key(key).payload(ts), Duration::from_secs(30))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).unwrap();
+    }
+    for partition in 0..PARTITIONS {
+        let flush = FutureRecord::to(&input).key("flush").payload("1000000000").partition(partition);
+        producer.send(flush, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+    let (stop, second) = start(&settings, &output);
+    while expected.keys().any(|key| !seen.contains_key(key)) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "{} of {} windows final",
+            seen.len(),
+            expected.len()
+        );
+        receive(&reader, &mut seen, Duration::from_secs(5)).await;
+    }
+    stop.stop();
+    second.join().unwrap().unwrap();
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+
+    let doubled: Vec<_> = seen.iter().filter(|(_, counts)| counts.len() > 1).collect();
+    assert!(doubled.is_empty(), "windows emitted final more than once: {doubled:?}");
+    let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
+    assert_eq!(finals, expected);
+}
+
+async fn receive(
+    reader: &rdkafka::consumer::StreamConsumer,
+    seen: &mut BTreeMap<String, Vec<u64>>,
+    within: Duration,
+) {
+    let Ok(message) = tokio::time::timeout(within, reader.recv()).await else { return };
+    let message = message.unwrap();
+    let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+    let count = std::str::from_utf8(message.payload().unwrap_or_default()).unwrap().parse().unwrap();
+    seen.entry(key).or_default().push(count);
+}
