@@ -58,7 +58,7 @@ pub mod table;
 pub mod window;
 pub mod windowed;
 
-pub use runner::{ChangelogRecord, Input, Output, RunError, Settings, Stop, Topology, run};
+pub use runner::{ChangelogRecord, Input, Output, RunError, Settings, Stop, StopOnDrop, Topology, run};
 pub use table::{TableChange, TableStore};
 pub use window::{Window, WindowError, Windows};
 pub use windowed::{Added, Change, Emitted, WindowStore};

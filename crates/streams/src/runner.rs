@@ -179,6 +179,23 @@ impl Stop {
     pub fn halt(&self) {
         self.halt.store(true, Ordering::SeqCst);
     }
+
+    /// A guard that stops the run when dropped: hold it in the async task that waits
+    /// for the run's thread, so that the thread also ends when that task is dropped
+    /// unfinished (a runtime shut down by a panic waits for its blocking threads).
+    pub fn on_drop(&self) -> StopOnDrop {
+        StopOnDrop(self.clone())
+    }
+}
+
+/// Stops a run when dropped; see [`Stop::on_drop`].
+#[derive(Debug)]
+pub struct StopOnDrop(Stop);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 type TaskId = (String, i32);
@@ -449,7 +466,20 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         .set("message.timeout.ms", "20000")
         .set("transaction.timeout.ms", "60000");
     let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
-    producer.init_transactions(TXN_TIMEOUT)?;
+    // A second at a time, so that a stop is heard while the brokers are unreachable.
+    loop {
+        if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
+            info!("stopped before the producer was initialised");
+            return Ok(());
+        }
+        match producer.init_transactions(Duration::from_secs(1)) {
+            Ok(()) => break,
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                debug!(%error, "initialising the transactional producer; retrying");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     let mut restorer_config = settings.config.clone();
     restorer_config
         .set("group.id", format!("{}-restore", settings.application_id))

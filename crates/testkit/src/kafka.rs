@@ -70,6 +70,16 @@ impl TestKafka {
     /// Creates a topic with topic-level settings such as `("cleanup.policy", "compact")`.
     pub async fn topic_with(&mut self, base: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
         let name = self.name(base);
+        self.create(name, partitions, configs).await
+    }
+
+    /// Creates a topic of exactly this name (make it unique, for example from
+    /// [`name`](Self::name)); deleted with the others.
+    pub async fn topic_named(&mut self, name: &str, partitions: i32) -> String {
+        self.create(name.to_string(), partitions, &[]).await
+    }
+
+    async fn create(&mut self, name: String, partitions: i32, configs: &[(&str, &str)]) -> String {
         let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
         for (k, v) in configs {
             topic = topic.set(k, v);

@@ -33,6 +33,10 @@ pub struct BinarySpec {
     pub postgres_probes: &'static [&'static str],
     /// Variables naming the Kafka topics it uses; each gets a fresh topic.
     pub topic_vars: &'static [&'static str],
+    /// Internal topics named after a prefix variable (the stats aggregator's
+    /// `APPLICATION_ID`): the variable and the topics' suffixes. The variable gets a
+    /// fresh name and each `<prefix>-<suffix>` topic is created.
+    pub prefixed_topics: Option<(&'static str, &'static [&'static str])>,
 }
 
 /// Variables every service binary takes (logging, tracing, shutdown, HTTP, Kafka).
@@ -284,6 +288,13 @@ impl World {
         for var in spec.topic_vars {
             let topic = kafka.topic(&var.to_lowercase().replace('_', "-"), 2).await;
             env.push(((*var).to_string(), topic));
+        }
+        if let Some((var, suffixes)) = spec.prefixed_topics {
+            let prefix = kafka.name("app");
+            for suffix in suffixes {
+                kafka.topic_named(&format!("{prefix}-{suffix}"), 2).await;
+            }
+            env.push((var.to_string(), prefix));
         }
         Self { env, _database: database, _kafka: kafka }
     }

@@ -8,6 +8,11 @@
   value: {{ .root.Values.kafka.properties | quote }}
 - name: LOG_FORMAT
   value: json
+# The pod's name: stats-aggregator's transactional id is <APPLICATION_ID>-<INSTANCE_ID>.
+- name: INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
 {{- with .root.Values.otel.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}

@@ -9,6 +9,7 @@ const SPEC: BinarySpec = BinarySpec {
     variables: &["CONSUMER_GROUP", "CONSUMER_CONCURRENCY", "RETRY_MAX_ATTEMPTS"],
     postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "ORDER_COMMANDS_TOPIC", "DEAD_LETTER_TOPIC"],
+    prefixed_topics: None,
 };
 
 orders_testkit::lifecycle_tests!(SPEC);

@@ -23,6 +23,7 @@ const SPEC: BinarySpec = BinarySpec {
     ],
     postgres_probes: &["postgres"],
     topic_vars: &["ORDERS_TOPIC"],
+    prefixed_topics: None,
 };
 
 orders_testkit::lifecycle_tests!(SPEC);

@@ -17,6 +17,7 @@ const SPEC: BinarySpec = BinarySpec {
     ],
     postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "DEAD_LETTER_TOPIC"],
+    prefixed_topics: None,
 };
 
 orders_testkit::lifecycle_tests!(SPEC);
