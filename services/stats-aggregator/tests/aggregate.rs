@@ -12,12 +12,13 @@ use std::{
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use clap::Parser as _;
+use nix::sys::signal::Signal;
 use orders_domain::{
     CancelReason, Currency, LineItem, OrderEvent, OrderEventPayload, OrderId, PaymentId, Sku, UserId,
 };
 use orders_events::{EventMetadata, decode_stats, encode_event};
 use orders_runtime::{Runtime, lifecycle::Outcome};
-use orders_testkit::kafka::TestKafka;
+use orders_testkit::{kafka::TestKafka, process::ServiceProcess};
 use rdkafka::{
     Message as _,
     producer::{FutureProducer, FutureRecord},
@@ -50,12 +51,15 @@ impl Rng {
 }
 
 /// The events (key, payload) in the order they are produced, and the expected windows.
+/// Every order's first event comes first, then every second one, then every third, so
+/// that an order's later events need what stage 1 remembered of its first; each
+/// third ends with duplicates of some of its events.
 fn stream() -> (Vec<(String, Vec<u8>)>, Expected) {
     let base = Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap().timestamp_millis();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut expected = Expected::new();
-    let mut records = Vec::new();
-    let mut duplicates = Vec::new();
+    let mut by_version: [Vec<(String, Vec<u8>)>; 3] = Default::default();
+    let mut duplicates: [Vec<(String, Vec<u8>)>; 3] = Default::default();
     for i in 0..ORDERS {
         let order = OrderId::from_uuid(Uuid::now_v7());
         let user = format!("user-{:03}", rng.below(USERS as u64));
@@ -109,95 +113,247 @@ fn stream() -> (Vec<(String, Vec<u8>)>, Expected) {
             let record = (order.to_string(), encode_event(&EventMetadata::new(Uuid::now_v7(), None), &event));
             // One event in 20 is sent again later (the relay's redelivery, by hand).
             if rng.below(20) == 0 {
-                duplicates.push(record.clone());
+                duplicates[version].push(record.clone());
             }
-            records.push(record);
-        }
-        if i % 500 == 499 {
-            records.append(&mut duplicates);
+            by_version[version].push(record);
         }
     }
-    records.append(&mut duplicates);
+    let mut records = Vec::new();
+    for (mut events, mut again) in by_version.into_iter().zip(duplicates) {
+        records.append(&mut events);
+        records.append(&mut again);
+    }
     (records, expected)
+}
+
+/// The topics of one test and the stream produced to `orders`.
+struct World {
+    kafka: TestKafka,
+    records: Vec<(String, Vec<u8>)>,
+    orders: String,
+    stats: String,
+    dlq: String,
+    app: String,
+    expected: Expected,
+}
+
+impl World {
+    async fn new() -> Self {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
+        let mut kafka = TestKafka::new().await;
+        let orders = kafka.topic("orders", PARTITIONS).await;
+        let stats = kafka.topic("order-stats", PARTITIONS).await;
+        let dlq = kafka.topic("dlq", 1).await;
+        let app = kafka.name("stats");
+        for suffix in INTERNAL_TOPICS {
+            kafka.topic_named(&format!("{app}-{suffix}"), PARTITIONS).await;
+        }
+        let (records, expected) = stream();
+        assert!(records.len() > 20_000, "{} events", records.len());
+        Self { kafka, records, orders, stats, dlq, app, expected }
+    }
+
+    /// Produces the events of `range` (indexes into the stream).
+    async fn produce(&self, range: std::ops::Range<usize>) {
+        let producer: FutureProducer = self
+            .kafka
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let sends = self.records[range].iter().map(|(key, payload)| {
+            producer.send(FutureRecord::to(&self.orders).key(key).payload(payload), Duration::from_secs(30))
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
+    /// How many events of `orders` the aggregator has committed (its group's offsets).
+    async fn committed(&self) -> i64 {
+        let (app, orders) = (self.app.clone(), self.orders.clone());
+        let config = self.kafka.client_config();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer as _};
+            let consumer: BaseConsumer = config.clone().set("group.id", &app).create().unwrap();
+            let mut partitions = rdkafka::TopicPartitionList::new();
+            for partition in 0..PARTITIONS {
+                partitions.add_partition(&orders, partition);
+            }
+            let committed = consumer.committed_offsets(partitions, Duration::from_secs(10)).unwrap();
+            committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The service's settings, as environment variables.
+    fn env(&self, instance: &str) -> Vec<(String, String)> {
+        [
+            ("KAFKA_BOOTSTRAP_SERVERS", orders_testkit::kafka::bootstrap_servers()),
+            // A killed member leaves the group when its session times out: keep that short.
+            ("KAFKA_PROPERTIES", "session.timeout.ms=6000,heartbeat.interval.ms=1000".to_string()),
+            ("ORDERS_TOPIC", self.orders.clone()),
+            ("ORDER_STATS_TOPIC", self.stats.clone()),
+            ("DEAD_LETTER_TOPIC", self.dlq.clone()),
+            ("APPLICATION_ID", self.app.clone()),
+            ("INSTANCE_ID", instance.to_string()),
+            ("WINDOW_SIZE", "1m".to_string()),
+            // Longer than the stream spans in event time: no window closes, none is late
+            // (which events are late would depend on how fast each partition goes).
+            ("WINDOW_GRACE", "1h".to_string()),
+            ("EMIT_INTERVAL", "200ms".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The service in-process, as instance `instance`.
+    async fn start(&self, instance: &str) -> InProcess {
+        let mut args = vec![SERVICE.to_string(), "--admin-addr=127.0.0.1:0".to_string()];
+        for (var, value) in self.env(instance) {
+            if var != "KAFKA_PROPERTIES" {
+                args.push(format!("--{}={value}", flag(&var)));
+            }
+        }
+        let config = Config::try_parse_from(args).unwrap();
+        let mut runtime = Runtime::new(SERVICE, &config.runtime);
+        let addr = build(config, &mut runtime).await.unwrap();
+        let shutdown = runtime.shutdown_token();
+        let stopped = tokio::spawn(runtime.run_until(std::future::pending()));
+        orders_testkit::process::wait_until_ready(addr, Duration::from_secs(60), SERVICE).await;
+        InProcess { shutdown, stopped }
+    }
+
+    /// Reads `order-stats` until the latest value of every window is the expected one;
+    /// fails as soon as a value goes past it. `progress` runs after each record with
+    /// the number of records read.
+    async fn check(&self, mut progress: impl AsyncFnMut(usize)) {
+        let reader = self.kafka.consumer_from_start(&self.stats, PARTITIONS);
+        let mut latest: Expected = BTreeMap::new();
+        let mut read = 0;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while latest != self.expected {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} windows as expected",
+                self.expected.iter().filter(|(k, v)| latest.get(*k) == Some(v)).count(),
+                self.expected.len()
+            );
+            let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else {
+                continue;
+            };
+            let message = message.unwrap();
+            let window = decode_stats(message.payload().unwrap()).unwrap();
+            assert_eq!(message.key(), Some(window.user_id.as_str().as_bytes()), "keyed by user");
+            let key = (
+                window.user_id.to_string(),
+                window.window_start.timestamp_millis(),
+                window.currency.to_string(),
+            );
+            let value = (
+                window.order_count,
+                window.paid_count,
+                window.revenue_minor,
+                window.cancelled_count,
+                window.refunded_minor,
+            );
+            let want = self
+                .expected
+                .get(&key)
+                .unwrap_or_else(|| panic!("a window that should not exist: {key:?} {value:?}"));
+            let over = value.0 > want.0
+                || value.1 > want.1
+                || value.2 > want.2
+                || value.3 > want.3
+                || value.4 > want.4;
+            assert!(!over, "{key:?} went past the expected {want:?}: {value:?} (counted twice)");
+            assert!(!window.is_final, "no window closes within an hour of grace");
+            latest.insert(key, value);
+            read += 1;
+            progress(read).await;
+        }
+        drop(tokio::task::spawn_blocking(move || drop(reader)));
+    }
+}
+
+/// `ORDER_STATS_TOPIC` → `stats-topic`: the flag of a variable (the two that differ).
+fn flag(var: &str) -> String {
+    match var {
+        "ORDER_STATS_TOPIC" => "stats-topic".to_string(),
+        other => other.to_lowercase().replace('_', "-"),
+    }
+}
+
+struct InProcess {
+    shutdown: orders_runtime::CancellationToken,
+    stopped: tokio::task::JoinHandle<Outcome>,
+}
+
+impl InProcess {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        assert_eq!(self.stopped.await.unwrap(), Outcome::Clean);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_with_duplicates_gives_exactly_the_expected_windows() {
-    if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
-    }
-    let mut kafka = TestKafka::new().await;
-    let orders = kafka.topic("orders", PARTITIONS).await;
-    let stats = kafka.topic("order-stats", PARTITIONS).await;
-    let dlq = kafka.topic("dlq", 1).await;
-    let app = kafka.name("stats");
-    for suffix in INTERNAL_TOPICS {
-        kafka.topic_named(&format!("{app}-{suffix}"), PARTITIONS).await;
-    }
-    let (records, expected) = stream();
-    assert!(records.len() > 20_000, "{} events", records.len());
-    let producer: FutureProducer =
-        kafka.client_config().set("enable.idempotence", "true").set("linger.ms", "5").create().unwrap();
-    let sends = records.iter().map(|(key, payload)| {
-        producer.send(FutureRecord::to(&orders).key(key).payload(payload), Duration::from_secs(30))
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.map_err(|(e, _)| e).unwrap();
-    }
+    let world = World::new().await;
+    world.produce(0..world.records.len()).await;
+    let service = world.start("only").await;
+    world.check(async |_| {}).await;
+    service.stop().await;
+}
 
-    let config = Config::try_parse_from([
-        SERVICE,
-        "--admin-addr=127.0.0.1:0",
-        &format!("--kafka-bootstrap-servers={}", orders_testkit::kafka::bootstrap_servers()),
-        &format!("--orders-topic={orders}"),
-        &format!("--stats-topic={stats}"),
-        &format!("--dead-letter-topic={dlq}"),
-        &format!("--application-id={app}"),
-        "--window-size=1m",
-        // Longer than the stream spans in event time: no window closes, none is late
-        // (which events are late would depend on how fast each partition goes).
-        "--window-grace=1h",
-        "--emit-interval=200ms",
-    ])
-    .unwrap();
-    let mut runtime = Runtime::new(SERVICE, &config.runtime);
-    let addr = build(config, &mut runtime).await.unwrap();
-    let shutdown = runtime.shutdown_token();
-    let stopped = tokio::spawn(runtime.run_until(std::future::pending()));
-    orders_testkit::process::wait_until_ready(addr, Duration::from_secs(60), SERVICE).await;
+/// Two replicas share the partitions (and move them between each other as the second
+/// joins): the same windows as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_give_the_windows_of_one() {
+    let world = World::new().await;
+    world.produce(0..world.records.len()).await;
+    let (first, second) = tokio::join!(world.start("one"), world.start("two"));
+    world.check(async |_| {}).await;
+    tokio::join!(first.stop(), second.stop());
+}
 
-    let reader = kafka.consumer_from_start(&stats, PARTITIONS);
-    let mut latest: Expected = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while latest != expected {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} windows as expected",
-            expected.iter().filter(|(k, v)| latest.get(*k) == Some(v)).count(),
-            expected.len()
-        );
-        let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else { continue };
-        let message = message.unwrap();
-        let window = decode_stats(message.payload().unwrap()).unwrap();
-        assert_eq!(message.key(), Some(window.user_id.as_str().as_bytes()), "keyed by user");
-        let key =
-            (window.user_id.to_string(), window.window_start.timestamp_millis(), window.currency.to_string());
-        let value = (
-            window.order_count,
-            window.paid_count,
-            window.revenue_minor,
-            window.cancelled_count,
-            window.refunded_minor,
-        );
-        let want =
-            expected.get(&key).unwrap_or_else(|| panic!("a window that should not exist: {key:?} {value:?}"));
-        let over =
-            value.0 > want.0 || value.1 > want.1 || value.2 > want.2 || value.3 > want.3 || value.4 > want.4;
-        assert!(!over, "{key:?} went past the expected {want:?}: {value:?} (counted twice)");
-        assert!(!window.is_final, "no window closes within an hour of grace");
-        latest.insert(key, value);
+/// The binary killed with SIGKILL three times while it works, restarted each time
+/// (restoring both stores from their changelogs): exactly the windows of an
+/// uninterrupted run. The stream is produced in thirds, one per run, so that each run
+/// needs what the runs before it committed of each order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_several_times_it_neither_loses_nor_doubles_a_count() {
+    let world = World::new().await;
+    let env = world.env("crashing");
+    let start = async || {
+        let mut process = ServiceProcess::start(env!("CARGO_BIN_EXE_stats-aggregator"), "ADMIN_ADDR", &env);
+        process.wait_for("/readyz", 200, Duration::from_secs(60)).await;
+        process
+    };
+    let third = world.records.len() / 3;
+    let mut process = start().await;
+    for part in 0..3 {
+        let produced = if part == 2 { world.records.len() } else { third * (part + 1) };
+        world.produce(third * part..produced).await;
+        // Killed once it has committed some of this third.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while world.committed().await <= i64::try_from(third * part).unwrap() {
+            assert!(Instant::now() < deadline, "nothing of part {part} committed; logs:\n{}", process.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        process.signal(Signal::SIGKILL);
+        process.wait_exit(Duration::from_secs(10)).await;
+        process = start().await;
     }
-    shutdown.cancel();
-    assert_eq!(stopped.await.unwrap(), Outcome::Clean);
-    drop(tokio::task::spawn_blocking(move || drop(reader)));
+    world.check(async |_| {}).await;
+    process.signal(Signal::SIGTERM);
+    assert!(
+        process.wait_exit(Duration::from_secs(60)).await.success(),
+        "clean stop; logs:\n{}",
+        process.logs()
+    );
 }
