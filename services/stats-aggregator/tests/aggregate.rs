@@ -214,9 +214,19 @@ impl World {
 
     /// The service in-process, as instance `instance`.
     async fn start(&self, instance: &str) -> InProcess {
+        self.start_with(instance, &[]).await
+    }
+
+    /// The service in-process, its settings changed by `extra` (variable, value).
+    async fn start_with(&self, instance: &str, extra: &[(&str, &str)]) -> InProcess {
         let mut args = vec![SERVICE.to_string(), "--admin-addr=127.0.0.1:0".to_string()];
-        for (var, value) in self.env(instance) {
-            if var != "KAFKA_PROPERTIES" {
+        let mut env = self.env(instance);
+        env.retain(|(var, _)| !extra.iter().any(|(changed, _)| changed == var));
+        env.extend(extra.iter().map(|(var, value)| ((*var).to_string(), (*value).to_string())));
+        for (var, value) in env {
+            if var == "WALL_CLOCK_CLOSE" {
+                args.push(format!("--{}", flag(&var)));
+            } else if var != "KAFKA_PROPERTIES" {
                 args.push(format!("--{}={value}", flag(&var)));
             }
         }
@@ -356,4 +366,46 @@ async fn killed_several_times_it_neither_loses_nor_doubles_a_count() {
         "clean stop; logs:\n{}",
         process.logs()
     );
+}
+
+/// A partition that stops receiving records: its stream time stands still, and with
+/// `WALL_CLOCK_CLOSE` its windows close by wall-clock time all the same (2 s windows,
+/// 3 s grace: the final record within seconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partitions_windows_close_by_wall_clock() {
+    let world = World::new().await;
+    let service = world
+        .start_with("idle", &[("WINDOW_SIZE", "2s"), ("WINDOW_GRACE", "3s"), ("WALL_CLOCK_CLOSE", "true")])
+        .await;
+    let order = OrderId::from_uuid(Uuid::now_v7());
+    let created = OrderEvent {
+        order_id: order,
+        version: 1,
+        occurred_at: Utc::now(),
+        payload: OrderEventPayload::Created {
+            user_id: UserId::new("idle-user").unwrap(),
+            currency: Currency::new("EUR").unwrap(),
+            items: vec![LineItem::new(Sku::new("SKU-1").unwrap(), 1, 100)],
+            total_minor: 100,
+        },
+    };
+    let producer: FutureProducer = world.kafka.client_config().create().unwrap();
+    let payload = encode_event(&EventMetadata::new(Uuid::now_v7(), None), &created);
+    let key = order.to_string();
+    let record = FutureRecord::to(&world.orders).key(&key).payload(&payload);
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+
+    let reader = world.kafka.consumer_from_start(&world.stats, PARTITIONS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        assert!(Instant::now() < deadline, "no final record by wall clock");
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else { continue };
+        let window = decode_stats(message.unwrap().payload().unwrap()).unwrap();
+        if window.is_final {
+            break window;
+        }
+    };
+    assert_eq!((last.user_id.as_str(), last.order_count), ("idle-user", 1));
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+    service.stop().await;
 }
