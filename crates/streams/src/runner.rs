@@ -221,20 +221,32 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<T: Topology> Engine<T> {
-    fn produce(&self, output: Output) -> Result<(), KafkaError> {
+    /// Produces a topology's output; the partitioner picks the partition from its key.
+    fn produce(&self, output: &Output) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
         for (key, value) in &output.headers {
             headers = headers.insert(Header { key, value: Some(value.as_slice()) });
         }
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&output.topic).key(output.key.as_slice()).headers(headers);
-        if let Some(value) = &output.value {
-            record = record.payload(value.as_slice());
-        }
-        self.send(record)
+        self.send(&output.topic, None, &output.key, output.value.as_deref(), headers)
     }
 
-    fn send<'a>(&self, mut record: BaseRecord<'a, [u8], [u8]>) -> Result<(), KafkaError> {
+    /// Produces one record in the open transaction, waiting while the producer's queue
+    /// is full.
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key).headers(headers);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -257,11 +269,10 @@ impl<T: Topology> Engine<T> {
 
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), KafkaError> {
         let id = (message.topic().to_string(), message.partition());
-        if !self.tasks.contains_key(&id) {
+        let Some(task) = self.tasks.get_mut(&id) else {
             debug!(topic = %id.0, partition = id.1, "a record of a partition without a task; skipped");
             return Ok(());
-        }
-        self.begin()?;
+        };
         let input = Input {
             topic: message.topic(),
             partition: message.partition(),
@@ -270,10 +281,9 @@ impl<T: Topology> Engine<T> {
             value: message.payload(),
         };
         let mut out = Vec::new();
-        if let Some(task) = self.tasks.get_mut(&id) {
-            self.topology.process(task, input, &mut out);
-        }
-        for output in out {
+        self.topology.process(task, input, &mut out);
+        self.begin()?;
+        for output in &out {
             self.produce(output)?;
         }
         self.offsets.insert(id, message.offset() + 1);
@@ -298,17 +308,12 @@ impl<T: Topology> Engine<T> {
             return Ok(());
         }
         self.begin()?;
-        for output in out {
+        for output in &out {
             self.produce(output)?;
         }
         for (topic, partition, records) in changelog {
             for (key, value) in records {
-                let mut record: BaseRecord<'_, [u8], [u8]> =
-                    BaseRecord::to(&topic).partition(partition).key(key.as_slice());
-                if let Some(value) = &value {
-                    record = record.payload(value.as_slice());
-                }
-                self.send(record)?;
+                self.send(&topic, Some(partition), &key, value.as_deref(), OwnedHeaders::new())?;
             }
         }
         if !self.offsets.is_empty() {

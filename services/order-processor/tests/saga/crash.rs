@@ -29,6 +29,7 @@ struct Run {
     db: TestDatabase,
     kafka: TestKafka,
     env: Vec<(String, String)>,
+    orders: String,
     commands: String,
 }
 
@@ -44,7 +45,7 @@ impl Run {
             ("KAFKA_BOOTSTRAP_SERVERS", orders_testkit::kafka::bootstrap_servers()),
             // A killed member leaves the group when its session times out: keep that short.
             ("KAFKA_PROPERTIES", "session.timeout.ms=6000,heartbeat.interval.ms=1000".to_string()),
-            ("ORDERS_TOPIC", orders),
+            ("ORDERS_TOPIC", orders.clone()),
             ("ORDER_COMMANDS_TOPIC", commands.clone()),
             ("DEAD_LETTER_TOPIC", dlq),
             ("CONSUMER_GROUP", kafka.name(name)),
@@ -52,11 +53,7 @@ impl Run {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        Self { db, kafka, env, commands }
-    }
-
-    fn topic(&self) -> &str {
-        &self.env.iter().find(|(k, _)| k == "ORDERS_TOPIC").expect("ORDERS_TOPIC").1
+        Self { db, kafka, env, orders, commands }
     }
 
     async fn start(&self) -> ServiceProcess {
@@ -78,7 +75,7 @@ impl Run {
         let producer: FutureProducer =
             self.kafka.client_config().set("enable.idempotence", "true").create().expect("producer");
         let sends = events.iter().map(|(key, payload)| {
-            producer.send(FutureRecord::to(self.topic()).key(key).payload(payload), Duration::from_secs(30))
+            producer.send(FutureRecord::to(&self.orders).key(key).payload(payload), Duration::from_secs(30))
         });
         for sent in futures::future::join_all(sends).await {
             sent.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
