@@ -137,8 +137,8 @@ impl Runtime {
     /// backoff and jitter (200 ms up to 10 s) until they succeed, so that a service
     /// whose database is down at start still starts, answers `/healthz`, and applies
     /// them once the database is back. The readiness probe `probe` fails until then;
-    /// the returned receiver turns `true` then (`wait_for(|done| *done)`), for the
-    /// tasks that must not start before. The receiver is closed without turning `true`
+    /// the returned receiver turns `true` then, for the tasks that must not start
+    /// before ([`migrations_applied`]). The receiver is closed without turning `true`
     /// only once shutdown has begun: a waiting task then returns.
     pub fn migrate_in_background<F, Fut, E>(
         &mut self,
@@ -255,6 +255,19 @@ impl Runtime {
                 handle.run_upkeep();
             }
         })
+    }
+}
+
+/// Waits, in a task that must not start before the migrations, until the receiver of
+/// [`Runtime::migrate_in_background`] says they are applied: `true` then, `false` when
+/// shutdown comes first (the task should return). The migration task ends without
+/// applying only once shutdown has begun, so a closed channel means the same; `biased`
+/// looks at the token first.
+pub async fn migrations_applied(migrated: &mut watch::Receiver<bool>, token: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        () = token.cancelled() => false,
+        applied = migrated.wait_for(|done| *done) => applied.is_ok(),
     }
 }
 

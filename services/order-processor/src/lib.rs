@@ -34,6 +34,7 @@ use orders_runtime::{
     Probe, Runtime,
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
+    lifecycle::migrations_applied,
     postgres::{self, DatabaseUrl},
 };
 
@@ -177,10 +178,8 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     rt.spawn("consumer", {
         let mut migrated = migrated.clone();
         move |token| async move {
-            tokio::select! {
-                biased;
-                () = token.cancelled() => return Ok(()),
-                applied = migrated.wait_for(|done| *done) => if applied.is_err() { return Ok(()) },
+            if !migrations_applied(&mut migrated, &token).await {
+                return Ok(());
             }
             consumer.run(token).await.context("order events consumer")
         }
@@ -207,10 +206,8 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     rt.spawn("relay", {
         let mut migrated = migrated;
         move |token| async move {
-            tokio::select! {
-                biased;
-                () = token.cancelled() => return Ok(()),
-                applied = migrated.wait_for(|done| *done) => if applied.is_err() { return Ok(()) },
+            if !migrations_applied(&mut migrated, &token).await {
+                return Ok(());
             }
             relay.run(token).await.context("command outbox relay")
         }

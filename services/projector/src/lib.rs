@@ -45,6 +45,7 @@ use orders_runtime::{
     CancellationToken, Probe, Runtime,
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
+    lifecycle::migrations_applied,
     postgres::DatabaseUrl,
 };
 
@@ -210,13 +211,8 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     rt.spawn("projection", {
         let waiters = Arc::clone(&waiters);
         move |token| async move {
-            // The migration task ends without applying only when shutdown begins, so a
-            // closed channel means: stop (the token is cancelled by then; `biased` looks
-            // at it first).
-            tokio::select! {
-                biased;
-                () = token.cancelled() => return Ok(()),
-                applied = migrated.wait_for(|done| *done) => if applied.is_err() { return Ok(()) },
+            if !migrations_applied(&mut migrated, &token).await {
+                return Ok(());
             }
             let mut projection = Projection::subscribe(settings, apply_pool, ReadModel)
                 .context("starting the orders consumer")?;
