@@ -7,6 +7,12 @@
 //!   is empty, not an error.
 //! - `GET /queries/users/{user_id}/stats` → order counts by status, and spending by
 //!   currency (orders paid and not cancelled: count, total, average).
+//! - `GET /queries/users/{user_id}/windows?from=&to=` → the user's windows of
+//!   `order-stats` that overlap `[from, to)` (RFC 3339 instants, each optional; `from`
+//!   before `to`), newest first, at most [`Queries::MAX_WINDOWS`] with `has_more` when
+//!   older ones were left out. A user without windows has an empty list, not a `404`:
+//!   the windows come from another service, and none yet is a normal answer. In a query
+//!   string an offset's `+` is `%2B` (a bare `+` means a space); `Z` needs no escaping.
 //!
 //! Unknown order or user: `404`; an order whose first event has not arrived while later
 //! ones have (they wait for it, see [`crate::project`]): `404` with problem type
@@ -36,6 +42,7 @@ use std::{sync::Arc, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
+use chrono::{DateTime, Utc};
 use orders_domain::UserId;
 use uuid::Uuid;
 
@@ -72,6 +79,7 @@ pub fn routes(state: web::Data<QueryState>) -> impl Fn(&mut web::ServiceConfig) 
             .route("/queries/orders/{id}", web::get().to(order))
             .route("/queries/users/{user_id}/orders", web::get().to(user_orders))
             .route("/queries/users/{user_id}/stats", web::get().to(user_stats))
+            .route("/queries/users/{user_id}/windows", web::get().to(user_windows))
             .default_service(web::to(no_route));
     }
 }
@@ -213,6 +221,25 @@ async fn user_stats(
     }
 }
 
+async fn user_windows(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<QueryState>,
+) -> Result<HttpResponse, QueryError> {
+    let user_id = parse_user_id(&path)?;
+    let params = Params::parse(&req, &["from", "to"])?;
+    let (from, to) = (params.instant("from")?, params.instant("to")?);
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(QueryError::invalid(
+            "from",
+            format!("`from` ({}) must be before `to` ({})", from.to_rfc3339(), to.to_rfc3339()),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(state.queries.user_windows(&user_id, from, to).await?))
+}
+
 /// A user id by the domain's rules (not blank, at most 64 characters, no control
 /// characters).
 fn parse_user_id(raw: &str) -> Result<String, QueryError> {
@@ -243,6 +270,27 @@ impl Params {
             }
         }
         Ok(Self(pairs))
+    }
+
+    /// The parameter as an RFC 3339 instant, if given.
+    fn instant(&self, name: &str) -> Result<Option<DateTime<Utc>>, QueryError> {
+        let Some((_, raw)) = self.0.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        match DateTime::parse_from_rfc3339(raw) {
+            Ok(at) => Ok(Some(at.with_timezone(&Utc))),
+            Err(e) => {
+                let hint = if raw.contains(' ') {
+                    " (a `+` in a query string means a space: send an offset's `+` as `%2B`)"
+                } else {
+                    ""
+                };
+                Err(QueryError::invalid(
+                    name,
+                    format!(
+                        "`{name}` must be an RFC 3339 instant such as 2026-01-31T12:00:00Z, not `{raw}`: {e}{hint}"
+                    ),
+                ))
+            }
+        }
     }
 
     /// The parameter as a whole number within `min..=max`, if given.

@@ -1,5 +1,6 @@
 //! projector: the CQRS read side. Consumes `orders`, maintains the read model in
-//! PostgreSQL (`orders_read`) with its Kafka positions in the same transactions, and
+//! PostgreSQL (`orders_read`) with its Kafka positions in the same transactions, keeps
+//! the windows of `order-stats` (the stats aggregator's output) the same way, and
 //! serves the query API.
 //!
 //! Layout:
@@ -12,7 +13,9 @@
 //! - [`schema`]: the read model's schema, migrations and connection pools;
 //! - [`rebuild`]: `projector rebuild`, a fresh read model swapped in atomically;
 //! - [`query`], [`http`], [`problem`]: the query API and its errors;
-//! - [`waiters`]: read-your-writes (`?min_version=`) waiters, woken per order.
+//! - [`waiters`]: read-your-writes (`?min_version=`) waiters, woken per order;
+//! - [`windows`]: the handler of the second projection, `order-stats` into the windows
+//!   read model (a schema of its own, which a rebuild leaves alone).
 //!
 //! The consume loop itself (batching, positions stored with the batch and sought to on
 //! assignment, dead letters, lag and latency metrics) is the generic
@@ -33,6 +36,7 @@ pub mod query;
 pub mod rebuild;
 pub mod schema;
 pub mod waiters;
+pub mod windows;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -55,6 +59,8 @@ use crate::{project::ReadModel, schema::PoolOptions, waiters::Waiters};
 pub const SERVICE: &str = "projector";
 /// The projection's name: its key in `consumer_positions` and its metrics label.
 pub const PROJECTION: &str = "order-views";
+/// The windows projection's name.
+pub const WINDOWS_PROJECTION: &str = "user-windows";
 
 /// Configuration, from flags or environment variables (`--help` lists them all).
 #[derive(Debug, Clone, Parser)]
@@ -100,6 +106,16 @@ pub struct Config {
     /// Consumer group of the projection.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "projector")]
     pub consumer_group: String,
+
+    /// Topic of the per-user window aggregates (read with `read_committed`); its
+    /// undecodable records go to the dead-letter topic too.
+    #[arg(long, env = "ORDER_STATS_TOPIC", default_value = "order-stats")]
+    pub stats_topic: String,
+
+    /// Consumer group of the windows projection (a group of its own: a rebalance of
+    /// one projection does not pause the other).
+    #[arg(long, env = "WINDOWS_CONSUMER_GROUP", default_value = "projector-windows")]
+    pub windows_consumer_group: String,
 
     /// Most events applied in one transaction (one partition's batch), and polled at once.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -150,6 +166,16 @@ pub fn projection_settings(config: &Config) -> Settings {
     }
 }
 
+/// The windows projection's settings from the configuration.
+pub fn windows_settings(config: &Config) -> Settings {
+    Settings {
+        name: WINDOWS_PROJECTION.to_string(),
+        topic: config.stats_topic.clone(),
+        consumer: config.kafka.consumer_config(&config.windows_consumer_group),
+        ..projection_settings(config)
+    }
+}
+
 /// Registers the service's probes, HTTP server and tasks on `rt`; returns the address
 /// the HTTP server is bound to. `migrate` and `rebuild` do their work here and ask the
 /// runtime to stop.
@@ -190,9 +216,16 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     let query_pool = schema::pool(&config.database_url, config.database_pool_size, live(SERVICE, false))?;
     let apply_pool =
         schema::pool(&config.database_url, config.apply_connections.into(), live("projector-apply", true))?;
+    let windows = |application_name, size: usize, asynchronous_commit| {
+        let options =
+            PoolOptions { application_name, schema: windows::SCHEMA, session: &session, asynchronous_commit };
+        schema::pool(&config.database_url, size, options)
+    };
+    let windows_query_pool = windows(SERVICE, config.database_pool_size, false)?;
+    let windows_apply_pool = windows("projector-windows", config.apply_connections.into(), true)?;
 
     rt.add_probe(Probe::postgres("postgres", query_pool.clone()));
-    let mut migrated = rt.migrate_in_background("schema", {
+    let migrated = rt.migrate_in_background("schema", {
         let url = config.database_url.clone();
         move || {
             let url = url.clone();
@@ -202,7 +235,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     rt.add_probe(Probe::kafka(
         "kafka",
         &config.kafka.client_config(),
-        vec![config.orders_topic.clone(), config.dead_letter_topic.clone()],
+        vec![config.orders_topic.clone(), config.stats_topic.clone(), config.dead_letter_topic.clone()],
     )?);
 
     let waiters = Waiters::new(config.min_version_max_waiters as usize);
@@ -210,6 +243,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     spawn_partition_count(&settings, Arc::clone(&waiters), rt.shutdown_token());
     rt.spawn("projection", {
         let waiters = Arc::clone(&waiters);
+        let mut migrated = migrated.clone();
         move |token| async move {
             if !migrations_applied(&mut migrated, &token).await {
                 return Ok(());
@@ -223,13 +257,27 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         }
     });
 
+    rt.spawn("windows-projection", {
+        let (settings, mut migrated) = (windows_settings(&config), migrated);
+        move |token| async move {
+            if !migrations_applied(&mut migrated, &token).await {
+                return Ok(());
+            }
+            Projection::subscribe(settings, windows_apply_pool, windows::Windows)
+                .context("starting the order-stats consumer")?
+                .run(token)
+                .await
+                .context("projecting order-stats")
+        }
+    });
+
     rt.spawn("gap-gauges", {
         let pool = query_pool.clone();
         move |token| gaps::run(pool, token)
     });
 
     let state = web::Data::new(http::QueryState {
-        queries: query::Queries::new(query_pool),
+        queries: query::Queries::new(query_pool, windows_query_pool),
         waiters,
         min_version_timeout: config.min_version_timeout,
     });

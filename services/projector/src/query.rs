@@ -1,5 +1,5 @@
-//! [`Queries`]: reading the read model for the query API, one statement (one snapshot)
-//! per answer.
+//! [`Queries`]: reading the read models (orders, and the windows of
+//! [`crate::windows`]) for the query API, one statement (one snapshot) per answer.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -189,16 +189,91 @@ pub struct UserStats {
     pub spent: Vec<Spend>,
 }
 
+/// One window of a user, as `GET /queries/users/{user_id}/windows` shows it: the latest
+/// `UserWindowStats` of the window on `order-stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowView {
+    /// Start of the window, inclusive.
+    pub window_start: DateTime<Utc>,
+    /// End of the window, exclusive.
+    pub window_end: DateTime<Utc>,
+    /// The currency of the amounts.
+    pub currency: String,
+    /// Orders created in the window.
+    pub order_count: i64,
+    /// Orders paid in the window.
+    pub paid_count: i64,
+    /// Orders cancelled in the window.
+    pub cancelled_count: i64,
+    /// The payments made in the window, in minor units.
+    pub revenue_minor: i64,
+    /// The payments of the orders cancelled in the window after being paid.
+    pub refunded_minor: i64,
+    /// Whether the window is closed: these values are its last.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// A user's windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserWindows {
+    /// The user.
+    pub user_id: String,
+    /// The windows overlapping the bounds asked, newest first (by start, then end, then
+    /// currency); at most [`Queries::MAX_WINDOWS`].
+    pub windows: Vec<WindowView>,
+    /// Whether older windows within the bounds were left out (ask again with `to` set to
+    /// the oldest `window_start` here).
+    pub has_more: bool,
+}
+
 /// The read side's queries.
 #[derive(Debug, Clone)]
 pub struct Queries {
     pool: Pool,
+    windows: Pool,
 }
 
 impl Queries {
-    /// Queries over `pool` (whose `search_path` is the live read model).
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// The most windows one answer holds.
+    pub const MAX_WINDOWS: usize = 1000;
+
+    /// Queries over `pool` (whose `search_path` is the live read model) and `windows`
+    /// (whose `search_path` is the windows read model, [`crate::windows::SCHEMA`]).
+    pub fn new(pool: Pool, windows: Pool) -> Self {
+        Self { pool, windows }
+    }
+
+    /// The user's windows that overlap `[from, to)` (either bound optional), newest
+    /// first; an unknown user has none.
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    pub async fn user_windows(
+        &self,
+        user_id: &str,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<UserWindows, QueryError> {
+        let client = self.windows.get().await?;
+        let stmt = client.prepare_cached(include_str!("sql/list_user_windows.sql")).await?;
+        let limit = i64::try_from(Self::MAX_WINDOWS + 1).unwrap_or(i64::MAX);
+        let rows = client.query(&stmt, &[&user_id, &from, &to, &limit]).await?;
+        let has_more = rows.len() > Self::MAX_WINDOWS;
+        let windows = rows
+            .iter()
+            .take(Self::MAX_WINDOWS)
+            .map(|row| WindowView {
+                window_start: row.get("window_start"),
+                window_end: row.get("window_end"),
+                currency: row.get("currency"),
+                order_count: row.get("order_count"),
+                paid_count: row.get("paid_count"),
+                cancelled_count: row.get("cancelled_count"),
+                revenue_minor: row.get("revenue_minor"),
+                refunded_minor: row.get("refunded_minor"),
+                is_final: row.get("final"),
+            })
+            .collect();
+        Ok(UserWindows { user_id: user_id.to_string(), windows, has_more })
     }
 
     /// One order, if the read model has it.

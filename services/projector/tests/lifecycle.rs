@@ -10,13 +10,14 @@ const SPEC: BinarySpec = BinarySpec {
         "APPLY_CONNECTIONS",
         "HTTP_WORKERS",
         "CONSUMER_GROUP",
+        "WINDOWS_CONSUMER_GROUP",
         "BATCH_SIZE",
         "BATCH_WAIT",
         "MIN_VERSION_TIMEOUT",
         "MIN_VERSION_MAX_WAITERS",
     ],
     postgres_probes: &["postgres", "schema"],
-    topic_vars: &["ORDERS_TOPIC", "DEAD_LETTER_TOPIC"],
+    topic_vars: &["ORDERS_TOPIC", "ORDER_STATS_TOPIC", "DEAD_LETTER_TOPIC"],
     prefixed_topics: None,
 };
 

@@ -27,6 +27,8 @@ pub struct World {
     pub db: TestDatabase,
     pub kafka: TestKafka,
     pub topic: String,
+    /// The `order-stats` topic of this world.
+    pub stats_topic: String,
     pub dead_letters: String,
     producer: FutureProducer,
     produced: i64,
@@ -37,9 +39,10 @@ impl World {
         let db = TestDatabase::create().await;
         let mut kafka = TestKafka::new().await;
         let topic = kafka.topic("orders", 3).await;
+        let stats_topic = kafka.topic("order-stats", 2).await;
         let dead_letters = kafka.topic("dlq-orders", 1).await;
         let producer = kafka.client_config().set("linger.ms", "5").create().unwrap();
-        Self { db, kafka, topic, dead_letters, producer, produced: 0 }
+        Self { db, kafka, topic, stats_topic, dead_letters, producer, produced: 0 }
     }
 
     /// The projector's arguments for this world.
@@ -56,6 +59,10 @@ impl World {
             &self.dead_letters,
             "--consumer-group",
             &self.kafka.name(group),
+            "--stats-topic",
+            &self.stats_topic,
+            "--windows-consumer-group",
+            &self.kafka.name(&format!("{group}-windows")),
             "--kafka-bootstrap-servers",
             &orders_testkit::kafka::bootstrap_servers(),
             "--shutdown-timeout",
@@ -266,6 +273,8 @@ impl ChildApp {
             ("ORDERS_TOPIC", world.topic.clone()),
             ("DEAD_LETTER_TOPIC", world.dead_letters.clone()),
             ("CONSUMER_GROUP", world.kafka.name(group)),
+            ("ORDER_STATS_TOPIC", world.stats_topic.clone()),
+            ("WINDOWS_CONSUMER_GROUP", world.kafka.name(&format!("{group}-windows"))),
             ("KAFKA_BOOTSTRAP_SERVERS", orders_testkit::kafka::bootstrap_servers()),
         ]
         .into_iter()

@@ -9,3 +9,4 @@ mod helpers;
 mod projection;
 mod queries;
 mod rebuild;
+mod windows;
