@@ -31,6 +31,9 @@
 //! assignment, the open transaction committed inside the revoke callback, an abortable
 //! error answered by abort, restore and seek back. `tests/exactly_once.rs` halts one
 //! instance mid-stream and checks that the next one neither loses nor doubles a count.
+//! [`Guarantee::AtLeastOnce`] runs the same cycle without transactions (flush, then
+//! commit the offsets; a crash in between repeats the records since the last commit):
+//! the baseline that shows what exactly once costs.
 //!
 //! # Example
 //!
@@ -58,7 +61,9 @@ pub mod table;
 pub mod window;
 pub mod windowed;
 
-pub use runner::{ChangelogRecord, Input, Output, RunError, Settings, Stop, StopOnDrop, Topology, run};
+pub use runner::{
+    ChangelogRecord, Guarantee, Input, Output, RunError, Settings, Stop, StopOnDrop, Topology, run,
+};
 pub use table::{TableChange, TableStore};
 pub use window::{Window, WindowError, Windows};
 pub use windowed::{Added, Change, Emitted, WindowStore};

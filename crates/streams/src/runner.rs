@@ -1,7 +1,9 @@
 //! Runs a [`Topology`] on Kafka, exactly once: each poll-process-commit cycle is one
 //! Kafka transaction holding the outputs, the changelog records of the state stores
 //! and the input offsets (`send_offsets_to_transaction`), as Kafka Streams' exactly-once
-//! v2 does.
+//! v2 does. [`Guarantee::AtLeastOnce`] runs the same cycle without transactions (flush,
+//! then commit the offsets), as Kafka Streams' `at_least_once`: what exactly once costs
+//! is the difference.
 //!
 //! The loop runs on a thread of its own: librdkafka's transactional calls block, and
 //! so do the restores. One consumer (a group member, `read_committed`,
@@ -27,10 +29,10 @@ use std::{
 
 use rdkafka::{
     ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance},
+    consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance},
     error::KafkaError,
     message::{BorrowedMessage, Header, OwnedHeaders},
-    producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer},
+    producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer},
 };
 use tracing::{debug, info, warn};
 
@@ -114,6 +116,22 @@ pub trait Topology: Send + 'static {
     fn changelog(&self, task: &mut Self::Task) -> Vec<ChangelogRecord>;
 }
 
+/// What a run guarantees when it crashes or loses a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Guarantee {
+    /// The outputs, the changelog records and the input offsets of a cycle commit together
+    /// in one Kafka transaction: a crash neither loses nor repeats an effect, for readers
+    /// with `read_committed` (Kafka Streams' `exactly_once_v2`).
+    #[default]
+    ExactlyOnce,
+    /// The outputs and changelog records of a cycle are flushed, then its input offsets
+    /// committed: nothing is lost, but a crash between the two processes the records
+    /// since the last commit again, outputs and state changes included (Kafka Streams'
+    /// `at_least_once`). No transactions: the baseline that shows what exactly once
+    /// costs.
+    AtLeastOnce,
+}
+
 /// How to run a topology.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -135,6 +153,8 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// At most this many input records per transaction.
     pub max_records_per_transaction: usize,
+    /// Exactly once (the default) or at least once.
+    pub guarantee: Guarantee,
 }
 
 impl Settings {
@@ -153,6 +173,7 @@ impl Settings {
             config,
             commit_interval: Duration::from_millis(100),
             max_records_per_transaction: 10_000,
+            guarantee: Guarantee::ExactlyOnce,
         }
     }
 }
@@ -200,9 +221,36 @@ impl Drop for StopOnDrop {
 
 type TaskId = (String, i32);
 
+/// The producer's context: remembers the first delivery that failed since it was last
+/// asked. A transaction's commit fails by itself when a record of it failed; without
+/// transactions, the flush before committing offsets asks here.
+#[derive(Debug, Default)]
+struct Deliveries {
+    failed: Mutex<Option<KafkaError>>,
+}
+
+impl Deliveries {
+    fn take_failure(&self) -> Option<KafkaError> {
+        lock(&self.failed).take()
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Err((error, _)) = result {
+            lock(&self.failed).get_or_insert_with(|| error.clone());
+        }
+    }
+}
+
 struct Engine<T: Topology> {
     topology: T,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    guarantee: Guarantee,
+    producer: ThreadedProducer<Deliveries>,
     restorer: BaseConsumer,
     changelogs: HashMap<String, String>,
     tasks: BTreeMap<TaskId, T::Task>,
@@ -260,7 +308,7 @@ impl<T: Topology> Engine<T> {
     }
 
     fn begin(&mut self) -> Result<(), KafkaError> {
-        if !self.in_transaction {
+        if !self.in_transaction && self.guarantee == Guarantee::ExactlyOnce {
             self.producer.begin_transaction()?;
             self.in_transaction = true;
         }
@@ -316,18 +364,31 @@ impl<T: Topology> Engine<T> {
                 self.send(&topic, Some(partition), &key, value.as_deref(), OwnedHeaders::new())?;
             }
         }
-        if !self.offsets.is_empty() {
-            let mut offsets = TopicPartitionList::new();
-            for ((topic, partition), next) in &self.offsets {
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-            }
-            let metadata = consumer
-                .group_metadata()
-                .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
-            self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.offsets {
+            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
-        self.producer.commit_transaction(TXN_TIMEOUT)?;
-        debug!(records = self.records, partitions = self.offsets.len(), "transaction committed");
+        match self.guarantee {
+            Guarantee::ExactlyOnce => {
+                if offsets.count() > 0 {
+                    let metadata = consumer
+                        .group_metadata()
+                        .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
+                    self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
+                }
+                self.producer.commit_transaction(TXN_TIMEOUT)?;
+            }
+            Guarantee::AtLeastOnce => {
+                self.producer.flush(TXN_TIMEOUT)?;
+                if let Some(error) = self.producer.context().take_failure() {
+                    return Err(error);
+                }
+                if offsets.count() > 0 {
+                    consumer.commit(&offsets, CommitMode::Sync)?;
+                }
+            }
+        }
+        debug!(records = self.records, partitions = self.offsets.len(), guarantee = ?self.guarantee, "committed");
         metrics::counter!("streams_transactions_total", "outcome" => "committed").increment(1);
         metrics::counter!("streams_records_processed_total").increment(self.records as u64);
         self.in_transaction = false;
@@ -454,6 +515,23 @@ impl<T: Topology> ConsumerContext for Context<T> {
     }
 }
 
+/// Initialises the transactional producer, a second at a time so that a stop is heard
+/// while the brokers are unreachable; `false` when stopped first.
+fn init_transactions(producer: &ThreadedProducer<Deliveries>, stop: &Stop) -> Result<bool, KafkaError> {
+    loop {
+        if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        match producer.init_transactions(Duration::from_secs(1)) {
+            Ok(()) => return Ok(true),
+            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                debug!(%error, "initialising the transactional producer; retrying");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Runs `topology` until `stop` says so (or a fatal error).
 ///
 /// # Errors
@@ -464,26 +542,16 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         return Err(RunError::Settings("no input topic".into()));
     }
     let mut producer_config = settings.config.clone();
-    producer_config
-        .set("transactional.id", &settings.transactional_id)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "20000")
-        .set("transaction.timeout.ms", "60000");
-    let producer: ThreadedProducer<DefaultProducerContext> = producer_config.create()?;
-    // A second at a time, so that a stop is heard while the brokers are unreachable.
-    loop {
-        if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
-            info!("stopped before the producer was initialised");
-            return Ok(());
-        }
-        match producer.init_transactions(Duration::from_secs(1)) {
-            Ok(()) => break,
-            Err(KafkaError::Transaction(error)) if error.is_retriable() => {
-                debug!(%error, "initialising the transactional producer; retrying");
-            }
-            Err(error) => return Err(error.into()),
-        }
+    producer_config.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "20000");
+    if settings.guarantee == Guarantee::ExactlyOnce {
+        producer_config
+            .set("transactional.id", &settings.transactional_id)
+            .set("transaction.timeout.ms", "60000");
+    }
+    let producer: ThreadedProducer<Deliveries> = producer_config.create_with_context(Deliveries::default())?;
+    if settings.guarantee == Guarantee::ExactlyOnce && !init_transactions(&producer, stop)? {
+        info!("stopped before the producer was initialised");
+        return Ok(());
     }
     let mut restorer_config = settings.config.clone();
     restorer_config
@@ -493,6 +561,7 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
     let restorer: BaseConsumer = restorer_config.create()?;
     let engine = Arc::new(Mutex::new(Engine {
         topology,
+        guarantee: settings.guarantee,
         producer,
         restorer,
         changelogs: settings.inputs.iter().cloned().collect(),
@@ -516,17 +585,17 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
     consumer.subscribe(&topics)?;
 
     let mut last_commit = Instant::now();
-    loop {
+    let outcome = loop {
         if stop.halt.load(Ordering::SeqCst) {
             lock(&engine).halted = true;
             warn!("halted: the open transaction is left for the next instance to abort");
-            return Ok(());
+            break Ok(());
         }
         let stopping = stop.stop.load(Ordering::SeqCst);
         let message = if stopping { None } else { consumer.poll(Duration::from_millis(20)) };
         let mut engine = lock(&engine);
         if let Some(error) = engine.failed.take() {
-            return Err(error);
+            break Err(error);
         }
         let mut result = match message {
             Some(Ok(message)) => engine.process(&message),
@@ -546,16 +615,25 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         match result {
             Ok(()) if stopping => {
                 info!("stopped after the last commit");
-                return Ok(());
+                break Ok(());
             }
             Ok(()) => {}
             Err(KafkaError::Transaction(error)) if error.txn_requires_abort() => {
                 warn!(%error, "abortable transaction error: aborting, restoring, seeking back");
-                engine.recover(&consumer)?;
+                if let Err(error) = engine.recover(&consumer) {
+                    break Err(error);
+                }
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => break Err(error.into()),
         }
+    };
+    // A run that fails commits nothing more: closing the consumer revokes its partitions,
+    // and the revoke callback must not commit what the failure left (offsets of records
+    // whose outputs were lost).
+    if outcome.is_err() {
+        lock(&engine).halted = true;
     }
+    outcome
 }
 
 #[cfg(test)]

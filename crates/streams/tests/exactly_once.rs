@@ -2,6 +2,8 @@
 //! mid-stream as a crash would (its open transaction never committed), then run again
 //! by a new instance with the same transactional id, restoring from the changelog:
 //! read with `read_committed`, every window's final count is there once and exact.
+//! And the same topology at least once (no transactions): exact when nothing fails, and
+//! a delivery that fails ends the run before the offsets are committed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,11 +13,13 @@ use std::{
 };
 
 use orders_streams::{
-    Change, ChangelogRecord, Input, Output, Settings, Stop, Topology, WindowStore, Windows, run,
+    Change, ChangelogRecord, Guarantee, Input, Output, RunError, Settings, Stop, Topology, WindowStore,
+    Windows, run,
 };
 use orders_testkit::kafka::TestKafka;
 use rdkafka::{
     Message as _,
+    consumer::{BaseConsumer, Consumer as _},
     producer::{FutureProducer, FutureRecord},
 };
 
@@ -196,4 +200,91 @@ async fn receive(
     let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
     let count = std::str::from_utf8(message.payload().unwrap_or_default()).unwrap().parse().unwrap();
     seen.entry(key).or_default().push(count);
+}
+
+/// Produces `(key, timestamp)` records to `topic`, each acknowledged.
+async fn produce(kafka: &TestKafka, topic: &str, records: &[(String, i64)]) {
+    let producer: FutureProducer = kafka.client_config().set("enable.idempotence", "true").create().unwrap();
+    let values: Vec<String> = records.iter().map(|(_, ts)| ts.to_string()).collect();
+    let sends = records.iter().zip(&values).map(|((key, _), value)| {
+        producer.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(30))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_counts_exactly_when_nothing_fails() {
+    let mut kafka = TestKafka::new().await;
+    let input = kafka.topic("alo-in", PARTITIONS).await;
+    let changelog = kafka.topic_with("alo-changelog", PARTITIONS, &[("cleanup.policy", "compact")]).await;
+    let output = kafka.topic("alo-out", PARTITIONS).await;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut records = Vec::new();
+    for i in 0..2_000_i64 {
+        let key = format!("key-{}", i % 10);
+        *expected.entry(format!("{key}@{}", (i * 3).div_euclid(1000) * 1000)).or_default() += 1;
+        records.push((key, i * 3));
+    }
+    // Far ahead, one per key (so one per partition at least): every window closes.
+    records.extend((0..10).map(|k| (format!("key-{k}"), 1_000_000_000)));
+    produce(&kafka, &input, &records).await;
+    let settings = Settings {
+        guarantee: Guarantee::AtLeastOnce,
+        ..Settings::new(
+            kafka.name("alo"),
+            "unused",
+            &[(input.as_str(), changelog.as_str())],
+            kafka.client_config(),
+        )
+    };
+    let reader = kafka.consumer_from_start(&output, PARTITIONS);
+    let (stop, running) = start(&settings, &output);
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while expected.keys().any(|key| !seen.contains_key(key)) {
+        assert!(Instant::now() < deadline, "{} of {} windows final", seen.len(), expected.len());
+        receive(&reader, &mut seen, Duration::from_secs(5)).await;
+    }
+    stop.stop();
+    running.join().unwrap().unwrap();
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+    let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
+    assert_eq!(finals, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_ends_the_run_before_committing_offsets_when_a_delivery_fails() {
+    let mut kafka = TestKafka::new().await;
+    let input = kafka.topic("lost-in", 1).await;
+    let changelog = kafka.topic_with("lost-changelog", 1, &[("cleanup.policy", "compact")]).await;
+    // The broker refuses the output: its key alone is over the topic's limit.
+    let output = kafka.topic_with("lost-out", 1, &[("max.message.bytes", "1000")]).await;
+    let key = "k".repeat(2_000);
+    produce(&kafka, &input, &[(key.clone(), 0), (key, 1_000_000_000)]).await;
+    let group = kafka.name("lost");
+    let settings = Settings {
+        guarantee: Guarantee::AtLeastOnce,
+        ..Settings::new(&group, "unused", &[(input.as_str(), changelog.as_str())], kafka.client_config())
+    };
+    let (_stop, running) = start(&settings, &output);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !running.is_finished() {
+        assert!(Instant::now() < deadline, "the run went on after a failed delivery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = running.join().unwrap().expect_err("a failed delivery ends the run");
+    assert!(matches!(error, RunError::Kafka(_)), "{error}");
+    assert!(error.to_string().to_lowercase().contains("too large"), "{error}");
+    let committed = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = kafka.client_config().set("group.id", &group).create().unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        partitions.add_partition(&input, 0);
+        consumer.committed_offsets(partitions, Duration::from_secs(30)).unwrap()
+    })
+    .await
+    .unwrap();
+    let offset = committed.elements()[0].offset();
+    assert_eq!(offset, rdkafka::Offset::Invalid, "no offset committed past the lost output");
 }
