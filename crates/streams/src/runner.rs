@@ -307,6 +307,26 @@ impl<T: Topology> Engine<T> {
         }
     }
 
+    /// Waits until every record sent is acknowledged (or failed). Not rdkafka's `flush`:
+    /// with a `ThreadedProducer` its thread serves the delivery reports, and `flush` then
+    /// waits in steps of 100 ms on a queue that stays empty, so that each flush lasted
+    /// at least 100 ms (a commit every 100 ms spent half its time there). Asked without
+    /// blocking, every millisecond, instead.
+    fn flush(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + TXN_TIMEOUT;
+        loop {
+            match self.producer.flush(Duration::ZERO) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     fn begin(&mut self) -> Result<(), KafkaError> {
         if !self.in_transaction && self.guarantee == Guarantee::ExactlyOnce {
             self.producer.begin_transaction()?;
@@ -342,6 +362,7 @@ impl<T: Topology> Engine<T> {
     /// Punctuates every task, writes the changelogs and commits the transaction with the
     /// input offsets.
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), KafkaError> {
+        let started = Instant::now();
         let now_ms = now_ms();
         let mut out = Vec::new();
         let mut changelog = Vec::new();
@@ -376,10 +397,13 @@ impl<T: Topology> Engine<T> {
                         .ok_or(KafkaError::Global(rdkafka::types::RDKafkaErrorCode::State))?;
                     self.producer.send_offsets_to_transaction(&offsets, &metadata, TXN_TIMEOUT)?;
                 }
+                // rdkafka's commit flushes first, with the 100 ms steps of `flush`: flushed
+                // here, it finds nothing in flight.
+                self.flush()?;
                 self.producer.commit_transaction(TXN_TIMEOUT)?;
             }
             Guarantee::AtLeastOnce => {
-                self.producer.flush(TXN_TIMEOUT)?;
+                self.flush()?;
                 if let Some(error) = self.producer.context().take_failure() {
                     return Err(error);
                 }
@@ -390,6 +414,7 @@ impl<T: Topology> Engine<T> {
         }
         debug!(records = self.records, partitions = self.offsets.len(), guarantee = ?self.guarantee, "committed");
         metrics::counter!("streams_transactions_total", "outcome" => "committed").increment(1);
+        metrics::histogram!("streams_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("streams_records_processed_total").increment(self.records as u64);
         self.in_transaction = false;
         self.offsets.clear();
@@ -397,37 +422,61 @@ impl<T: Topology> Engine<T> {
         Ok(())
     }
 
+    /// The low and high watermarks of a changelog partition, asked again for a minute
+    /// while its leader is not known yet (a topic just created, a broker restarting).
+    fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
+        use rdkafka::types::RDKafkaErrorCode::{
+            LeaderNotAvailable, NotLeaderForPartition, UnknownTopicOrPartition,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.restorer.fetch_watermarks(topic, partition, TXN_TIMEOUT) {
+                Err(KafkaError::MetadataFetch(
+                    LeaderNotAvailable | NotLeaderForPartition | UnknownTopicOrPartition,
+                )) if Instant::now() < deadline => {
+                    debug!(topic, partition, "the changelog's leader is not known yet; asking again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Builds the task of `id` from its changelog, read to its end.
     fn restore_task(&mut self, id: &TaskId) -> Result<(), RunError> {
         let started = Instant::now();
         let changelog = self.changelogs[&id.0].clone();
         let mut task = self.topology.new_task(&id.0, id.1);
-        let (low, high) = self.restorer.fetch_watermarks(&changelog, id.1, TXN_TIMEOUT)?;
+        let (low, high) = self.watermarks(&changelog, id.1)?;
         let mut restored = 0u64;
         if high > low {
             let mut assignment = TopicPartitionList::new();
             assignment.add_partition_offset(&changelog, id.1, Offset::Beginning)?;
             self.restorer.assign(&assignment)?;
             let deadline = Instant::now() + Duration::from_secs(600);
-            loop {
-                let position = self
-                    .restorer
-                    .position()?
-                    .find_partition(&changelog, id.1)
-                    .and_then(|e| e.offset().to_raw())
-                    .unwrap_or(-1);
-                if position >= high {
-                    break;
-                }
+            // The next offset to read, from the records read; asked of the consumer only
+            // when a poll comes back empty (transaction markers take offsets too, so the
+            // last records of a transactional changelog may end before `high`).
+            let mut next = low;
+            while next < high {
                 if Instant::now() > deadline {
                     return Err(RunError::Restore {
                         topic: changelog,
                         partition: id.1,
-                        reason: format!("not at the end ({high}) after 10 minutes, at {position}"),
+                        reason: format!("not at the end ({high}) after 10 minutes, at {next}"),
                     });
                 }
-                let Some(message) = self.restorer.poll(Duration::from_millis(100)) else { continue };
+                let Some(message) = self.restorer.poll(Duration::from_millis(100)) else {
+                    next = self
+                        .restorer
+                        .position()?
+                        .find_partition(&changelog, id.1)
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(next);
+                    continue;
+                };
                 let message = message?;
+                next = message.offset() + 1;
                 let key = message.key().unwrap_or_default();
                 self.topology.restore(&mut task, key, message.payload()).map_err(|reason| {
                     RunError::Restore { topic: changelog.clone(), partition: id.1, reason }
