@@ -12,7 +12,9 @@
 //! and records how long that took. It prints its progress every second, waits for the
 //! saga to settle the paid orders, then shows what the query API answers (orders by
 //! status, a sample order with its history, a user's newest orders, the top users by
-//! spend, the visibility latencies) beside what the saga did and the inventory.
+//! spend, the visibility latencies) beside what the saga did and the inventory, and the
+//! stats aggregator's windows checked against the read model: two paths from `orders`
+//! that must add up to the same orders, cancellations and net spend.
 //!
 //! Users are named after the run (`demo-<run>-user-NN`) so that the statistics shown
 //! are this run's. A `409` means the system moved the order first (the saga cancelled
@@ -423,6 +425,91 @@ impl Demo {
         Ok(body)
     }
 
+    /// The stats aggregator's windows beside the read model: summed over this run's
+    /// users, the orders, cancellations and net spend of the windows (fed by `orders`
+    /// through the aggregator and `order-stats`) must equal those of the read model (fed
+    /// by `orders` directly). Waits up to a minute for the windows to catch up (updates
+    /// come at most once a second per window), then shows the top user's windows.
+    async fn report_windows(&self, users: &[String], stats: &[Value], top: &str) -> anyhow::Result<()> {
+        let sum = |values: &[Value], f: &dyn Fn(&Value) -> i64| values.iter().map(f).sum::<i64>();
+        let expected = (
+            sum(stats, &|s| s["order_count"].as_i64().unwrap_or(0)),
+            sum(stats, &|s| s["orders_by_status"]["cancelled"].as_i64().unwrap_or(0)),
+            sum(stats, &|s| {
+                s["spent"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["total_spent_minor"].as_i64().unwrap_or(0))
+                    .sum()
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (windows, totals) = loop {
+            let mut windows = Vec::new();
+            for user in users {
+                let answer = self.query(&format!("/queries/users/{user}/windows")).await?;
+                windows.extend(
+                    answer["windows"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|w| (user.clone(), w)),
+                );
+            }
+            let all: Vec<Value> = windows.iter().map(|(_, w)| w.clone()).collect();
+            let field = |name: &'static str| move |w: &Value| w[name].as_i64().unwrap_or(0);
+            let totals = (
+                sum(&all, &field("order_count")),
+                sum(&all, &field("cancelled_count")),
+                sum(&all, &field("revenue_minor")) - sum(&all, &field("refunded_minor")),
+            );
+            if totals == expected || Instant::now() > deadline {
+                break (windows, totals);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        println!();
+        println!(
+            "== Windows (stats-aggregator through order-stats; GET /queries/users/{{user}}/windows), this run's {} users",
+            users.len()
+        );
+        println!("  {:<28} {:>12} {:>12}", "", "read model", "windows");
+        println!("  {:<28} {:>12} {:>12}", "orders created", expected.0, totals.0);
+        println!("  {:<28} {:>12} {:>12}", "orders cancelled", expected.1, totals.1);
+        println!(
+            "  {:<28} {:>12} {:>12}",
+            "spent (revenue - refunds)",
+            money(expected.2, ""),
+            money(totals.2, "")
+        );
+        println!("  {top}'s windows, newest first:");
+        println!(
+            "    {:<21} {:<6} {:>3} {:>6} {:>10} {:>8} {:>10} {:<5}",
+            "window start", "cur", "ord", "paid", "revenue", "cancel", "refunded", "final"
+        );
+        for (_, w) in windows.iter().filter(|(user, _)| user == top) {
+            println!(
+                "    {:<21} {:<6} {:>3} {:>6} {:>10} {:>8} {:>10} {:<5}",
+                w["window_start"].as_str().unwrap_or_default(),
+                w["currency"].as_str().unwrap_or_default(),
+                w["order_count"],
+                w["paid_count"],
+                money(w["revenue_minor"].as_i64().unwrap_or(0), ""),
+                w["cancelled_count"],
+                money(w["refunded_minor"].as_i64().unwrap_or(0), ""),
+                w["final"]
+            );
+        }
+        if totals != expected {
+            bail!(
+                "the windows do not add up to the read model after a minute: {totals:?} against {expected:?}"
+            );
+        }
+        Ok(())
+    }
+
     async fn report(&self, elapsed: Duration, finals: &[(&'static str, Value)]) -> anyhow::Result<()> {
         let orders = lock(&self.tally.orders).clone();
         let mut users: Vec<String> = orders.iter().map(|(_, u, _)| u.clone()).collect();
@@ -544,6 +631,10 @@ impl Demo {
                 money(spent(s), currency),
                 money(s["spent"][0]["average_order_value_minor"].as_i64().unwrap_or(0), currency)
             );
+        }
+
+        if let Some(top) = ranked.first().and_then(|s| s["user_id"].as_str()) {
+            self.report_windows(&users, &stats, top).await?;
         }
 
         println!();

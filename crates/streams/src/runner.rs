@@ -271,10 +271,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<T: Topology> Engine<T> {
     /// Produces a topology's output; the partitioner picks the partition from its key.
     fn produce(&self, output: &Output) -> Result<(), KafkaError> {
-        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
-        for (key, value) in &output.headers {
-            headers = headers.insert(Header { key, value: Some(value.as_slice()) });
-        }
+        // No headers, no header list: each is an allocation in librdkafka.
+        let headers = (!output.headers.is_empty()).then(|| {
+            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+            for (key, value) in &output.headers {
+                headers = headers.insert(Header { key, value: Some(value.as_slice()) });
+            }
+            headers
+        });
         self.send(&output.topic, None, &output.key, output.value.as_deref(), headers)
     }
 
@@ -286,9 +290,12 @@ impl<T: Topology> Engine<T> {
         partition: Option<i32>,
         key: &[u8],
         value: Option<&[u8]>,
-        headers: OwnedHeaders,
+        headers: Option<OwnedHeaders>,
     ) -> Result<(), KafkaError> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
         if let Some(partition) = partition {
             record = record.partition(partition);
         }
@@ -382,7 +389,7 @@ impl<T: Topology> Engine<T> {
         }
         for (topic, partition, records) in changelog {
             for (key, value) in records {
-                self.send(&topic, Some(partition), &key, value.as_deref(), OwnedHeaders::new())?;
+                self.send(&topic, Some(partition), &key, value.as_deref(), None)?;
             }
         }
         let mut offsets = TopicPartitionList::new();

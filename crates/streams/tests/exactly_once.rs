@@ -285,6 +285,11 @@ async fn at_least_once_ends_the_run_before_committing_offsets_when_a_delivery_fa
     })
     .await
     .unwrap();
+    // The output is lost when the second record (offset 1) closes the window: the first
+    // may have been committed on its own, the second must not be.
     let offset = committed.elements()[0].offset();
-    assert_eq!(offset, rdkafka::Offset::Invalid, "no offset committed past the lost output");
+    assert!(
+        matches!(offset, rdkafka::Offset::Invalid | rdkafka::Offset::Offset(1)),
+        "no offset committed past the record whose output was lost: {offset:?}"
+    );
 }
