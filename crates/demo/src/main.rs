@@ -486,20 +486,20 @@ impl Demo {
         );
         println!("  {top}'s windows, newest first:");
         println!(
-            "    {:<21} {:<6} {:>3} {:>6} {:>10} {:>8} {:>10} {:<5}",
-            "window start", "cur", "ord", "paid", "revenue", "cancel", "refunded", "final"
+            "    {:<21} {:<4} {:>6} {:>6} {:>10} {:>9} {:>10}  {:<5}",
+            "window start", "cur", "orders", "paid", "revenue", "cancelled", "refunded", "final"
         );
         for (_, w) in windows.iter().filter(|(user, _)| user == top) {
             println!(
-                "    {:<21} {:<6} {:>3} {:>6} {:>10} {:>8} {:>10} {:<5}",
+                "    {:<21} {:<4} {:>6} {:>6} {:>10} {:>9} {:>10}  {:<5}",
                 w["window_start"].as_str().unwrap_or_default(),
                 w["currency"].as_str().unwrap_or_default(),
-                w["order_count"],
-                w["paid_count"],
+                w["order_count"].as_i64().unwrap_or(0),
+                w["paid_count"].as_i64().unwrap_or(0),
                 money(w["revenue_minor"].as_i64().unwrap_or(0), ""),
-                w["cancelled_count"],
+                w["cancelled_count"].as_i64().unwrap_or(0),
                 money(w["refunded_minor"].as_i64().unwrap_or(0), ""),
-                w["final"]
+                w["final"].as_bool().unwrap_or(false)
             );
         }
         if totals != expected {
