@@ -22,7 +22,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -31,7 +31,7 @@ use rdkafka::{
     ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance},
     error::KafkaError,
-    message::{BorrowedMessage, Header, OwnedHeaders},
+    message::{BorrowedHeaders, BorrowedMessage, Header, OwnedHeaders},
     producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer},
 };
 use tracing::{debug, info, warn};
@@ -61,7 +61,7 @@ pub enum RunError {
 }
 
 /// An input record, as the topology sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Input<'a> {
     /// Its topic.
     pub topic: &'a str,
@@ -73,6 +73,34 @@ pub struct Input<'a> {
     pub key: Option<&'a [u8]>,
     /// Its value.
     pub value: Option<&'a [u8]>,
+    /// Its headers (for a dead letter that carries them on, say).
+    pub headers: Option<&'a BorrowedHeaders>,
+}
+
+impl std::fmt::Debug for Input<'_> {
+    /// Where it comes from and how big it is (not its bytes).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use rdkafka::message::Headers as _;
+        f.debug_struct("Input")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("key_len", &self.key.map(<[u8]>::len))
+            .field("value_len", &self.value.map(<[u8]>::len))
+            .field("headers", &self.headers.map_or(0, |h| h.count()))
+            .finish()
+    }
+}
+
+impl Input<'_> {
+    /// Its headers in the form of [`Output::headers`] (a header without value as an
+    /// empty one): to carry them on, to a dead-letter topic say.
+    pub fn owned_headers(&self) -> Vec<(String, Vec<u8>)> {
+        use rdkafka::message::Headers as _;
+        self.headers.map_or_else(Vec::new, |headers| {
+            headers.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()
+        })
+    }
 }
 
 /// A record to produce in the current transaction.
@@ -178,11 +206,13 @@ impl Settings {
     }
 }
 
-/// Stops a running topology.
+/// The handle of a run: stops it, and tells whether it is restoring state (for a
+/// readiness probe: a replica restoring its tasks is not caught up).
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
     stop: Arc<AtomicBool>,
     halt: Arc<AtomicBool>,
+    restoring: Arc<AtomicUsize>,
 }
 
 impl Stop {
@@ -199,6 +229,12 @@ impl Stop {
     /// Stops at once, committing nothing, as a crash would (for tests of recovery).
     pub fn halt(&self) {
         self.halt.store(true, Ordering::SeqCst);
+    }
+
+    /// How many tasks are waiting for their restore or being restored right now (their
+    /// partitions were just assigned, or an aborted transaction is being recovered).
+    pub fn tasks_restoring(&self) -> usize {
+        self.restoring.load(Ordering::SeqCst)
     }
 
     /// A guard that stops the run when dropped: hold it in the async task that waits
@@ -262,6 +298,8 @@ struct Engine<T: Topology> {
     /// Halted: nothing may be committed any more, not even by the revoke callback
     /// that closing the consumer runs.
     halted: bool,
+    /// Tasks waiting for or in their restore ([`Stop::tasks_restoring`]).
+    restoring: Arc<AtomicUsize>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -354,6 +392,7 @@ impl<T: Topology> Engine<T> {
             offset: message.offset(),
             key: message.key(),
             value: message.payload(),
+            headers: message.headers(),
         };
         let mut out = Vec::new();
         self.topology.process(task, input, &mut out);
@@ -499,6 +538,19 @@ impl<T: Topology> Engine<T> {
         Ok(())
     }
 
+    /// Restores the tasks of `ids` one after the other, counted in
+    /// [`Stop::tasks_restoring`] until each is done (or the first failure).
+    fn restore_all(&mut self, ids: &[TaskId]) -> Result<(), RunError> {
+        self.restoring.fetch_add(ids.len(), Ordering::SeqCst);
+        for (done, id) in ids.iter().enumerate() {
+            let restored = self.restore_task(id);
+            let left = if restored.is_ok() { 1 } else { ids.len() - done };
+            self.restoring.fetch_sub(left, Ordering::SeqCst);
+            restored?;
+        }
+        Ok(())
+    }
+
     /// After an abortable error: abort, rebuild every task from its changelog, seek the
     /// consumer back to the committed offsets.
     fn recover<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RunError> {
@@ -511,9 +563,7 @@ impl<T: Topology> Engine<T> {
         self.records = 0;
         let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
         self.tasks.clear();
-        for id in &ids {
-            self.restore_task(id)?;
-        }
+        self.restore_all(&ids)?;
         let committed = consumer.committed(TXN_TIMEOUT)?;
         for element in committed.elements() {
             let offset = match element.offset() {
@@ -559,14 +609,13 @@ impl<T: Topology> ConsumerContext for Context<T> {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(list) = rebalance else { return };
         let mut engine = lock(&self.engine);
-        for element in list.elements() {
-            if engine.failed.is_some() {
-                return;
-            }
-            let id = (element.topic().to_string(), element.partition());
-            if let Err(error) = engine.restore_task(&id) {
-                engine.failed = Some(error);
-            }
+        if engine.failed.is_some() {
+            return;
+        }
+        let ids: Vec<TaskId> =
+            list.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        if let Err(error) = engine.restore_all(&ids) {
+            engine.failed = Some(error);
         }
     }
 }
@@ -627,6 +676,7 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         records: 0,
         failed: None,
         halted: false,
+        restoring: Arc::clone(&stop.restoring),
     }));
     let mut consumer_config = settings.config.clone();
     consumer_config

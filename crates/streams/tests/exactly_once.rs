@@ -293,3 +293,71 @@ async fn at_least_once_ends_the_run_before_committing_offsets_when_a_delivery_fa
         "no offset committed past the record whose output was lost: {offset:?}"
     );
 }
+
+/// [`Count`] whose restore waits at its first changelog record until the test opens the
+/// gate: a restore held in progress.
+struct Gated {
+    count: Count,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Topology for Gated {
+    type Task = <Count as Topology>::Task;
+
+    fn new_task(&self, topic: &str, partition: i32) -> Self::Task {
+        self.count.new_task(topic, partition)
+    }
+
+    fn restore(&self, task: &mut Self::Task, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let (open, opened) = &*self.gate;
+        let guard = open.lock().unwrap();
+        drop(opened.wait_while(guard, |open| !*open).unwrap());
+        self.count.restore(task, key, value)
+    }
+
+    fn process(&self, task: &mut Self::Task, record: Input<'_>, out: &mut Vec<Output>) {
+        self.count.process(task, record, out);
+    }
+
+    fn punctuate(&self, task: &mut Self::Task, now_ms: i64, out: &mut Vec<Output>) {
+        self.count.punctuate(task, now_ms, out);
+    }
+
+    fn changelog(&self, task: &mut Self::Task) -> Vec<ChangelogRecord> {
+        self.count.changelog(task)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_counts_as_restoring_until_its_changelog_is_read() {
+    let mut kafka = TestKafka::new().await;
+    let input = kafka.topic("gated-in", 1).await;
+    let changelog = kafka.topic_with("gated-changelog", 1, &[("cleanup.policy", "compact")]).await;
+    let output = kafka.topic("gated-out", 1).await;
+    produce(&kafka, &changelog, &[("key-0@0".to_string(), 3)]).await;
+    let settings = Settings::new(
+        kafka.name("gated"),
+        kafka.name("gated-0"),
+        &[(input.as_str(), changelog.as_str())],
+        kafka.client_config(),
+    );
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let stop = Stop::new();
+    let running = std::thread::spawn({
+        let (stop, gate) = (stop.clone(), std::sync::Arc::clone(&gate));
+        move || run(Gated { count: Count { output }, gate }, &settings, &stop)
+    });
+    let wait_for = async |restoring: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stop.tasks_restoring() != restoring {
+            assert!(Instant::now() < deadline, "{} tasks restoring, not {restoring}", stop.tasks_restoring());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(1).await;
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    wait_for(0).await;
+    stop.stop();
+    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap().unwrap();
+}

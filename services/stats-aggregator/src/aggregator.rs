@@ -102,18 +102,20 @@ impl Aggregator {
             "dead-lettering a record"
         );
         metrics::counter!(metric::DEAD_LETTERS).increment(1);
-        let headers = [
+        let reasons = [
             ("dlq.reason", reason.to_string()),
             ("dlq.origin.topic", record.topic.to_string()),
             ("dlq.origin.partition", record.partition.to_string()),
             ("dlq.origin.offset", record.offset.to_string()),
             ("dlq.consumer", self.consumer.clone()),
         ];
+        let mut headers = record.owned_headers();
+        headers.extend(reasons.into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())));
         Output {
             topic: self.topics.dead_letters.clone(),
             key: record.key.unwrap_or_default().to_vec(),
             value: record.value.map(<[u8]>::to_vec),
-            headers: headers.into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())).collect(),
+            headers,
         }
     }
 
@@ -212,7 +214,7 @@ impl Topology for Aggregator {
                         topic: self.topics.late.clone(),
                         key: record.key.unwrap_or_default().to_vec(),
                         value: record.value.map(<[u8]>::to_vec),
-                        headers: Vec::new(),
+                        headers: record.owned_headers(),
                     });
                 }
             }

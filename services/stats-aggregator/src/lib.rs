@@ -5,6 +5,12 @@
 //! and emits them to `order-stats`: updates at most once per emit interval, and a final
 //! record when a window closes. Both stages' state lives in compacted changelog topics;
 //! outputs, changelogs and input offsets commit in one Kafka transaction.
+//!
+//! Poison on `orders` (undecodable, an unknown event type, no value) goes to the
+//! dead-letter topic in the same transaction, with its original bytes and headers and
+//! `dlq.reason`, `dlq.origin.*` and `dlq.consumer`. `/readyz` fails its `restore` probe
+//! while tasks restore their state (after an assignment), so that a rolling update waits
+//! for a new replica to catch up before it stops the next old one.
 
 pub mod aggregator;
 pub mod topology;
@@ -163,8 +169,22 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     topics.sort();
     topics.dedup();
     rt.add_probe(Probe::kafka("kafka", &config.kafka.client_config(), topics)?);
+    let stop = orders_streams::Stop::new();
+    // Not ready while tasks restore their state: a rolling update waits for the new
+    // replica to have caught up on its changelogs before it stops the next old one.
+    rt.add_probe(Probe::new("restore", {
+        let stop = stop.clone();
+        move || {
+            let restoring = stop.tasks_restoring();
+            async move {
+                match restoring {
+                    0 => Ok(()),
+                    n => Err(format!("restoring the state of {n} tasks from their changelogs")),
+                }
+            }
+        }
+    }));
     rt.spawn("aggregator", move |token| async move {
-        let stop = orders_streams::Stop::new();
         let _stop_on_drop = stop.on_drop();
         let mut running = tokio::task::spawn_blocking({
             let stop = stop.clone();

@@ -190,6 +190,24 @@ impl World {
         .unwrap()
     }
 
+    /// The members of the aggregator's consumer group: how many partitions each is
+    /// assigned (read from the group's description).
+    async fn members(&self) -> Vec<usize> {
+        let (app, config) = (self.app.clone(), self.kafka.client_config());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer as _};
+            let consumer: BaseConsumer = config.clone().create().unwrap();
+            let groups = consumer.fetch_group_list(Some(&app), Duration::from_secs(10)).unwrap();
+            let Some(group) = groups.groups().first() else { return Vec::new() };
+            if group.state() != "Stable" {
+                return Vec::new();
+            }
+            group.members().iter().map(|m| assigned_partitions(m.assignment().unwrap_or_default())).collect()
+        })
+        .await
+        .unwrap()
+    }
+
     /// The service's settings, as environment variables.
     fn env(&self, instance: &str) -> Vec<(String, String)> {
         [
@@ -291,6 +309,27 @@ impl World {
     }
 }
 
+/// The number of partitions in a consumer group member's assignment (Kafka's consumer
+/// protocol: version, then per topic its name and partitions, then user data).
+fn assigned_partitions(assignment: &[u8]) -> usize {
+    let int = |at: usize, width: usize| -> Option<usize> {
+        let bytes = assignment.get(at..at + width)?;
+        Some(bytes.iter().fold(0usize, |n, b| n << 8 | usize::from(*b)))
+    };
+    let mut at = 2; // the version
+    let mut partitions = 0;
+    let Some(topics) = int(at, 4) else { return 0 };
+    at += 4;
+    for _ in 0..topics {
+        let Some(name) = int(at, 2) else { return partitions };
+        at += 2 + name;
+        let Some(count) = int(at, 4) else { return partitions };
+        at += 4 + 4 * count;
+        partitions += count;
+    }
+    partitions
+}
+
 /// `ORDER_STATS_TOPIC` → `stats-topic`: the flag of a variable (the two that differ).
 fn flag(var: &str) -> String {
     match var {
@@ -321,12 +360,24 @@ async fn a_stream_with_duplicates_gives_exactly_the_expected_windows() {
 }
 
 /// Two replicas share the partitions (and move them between each other as the second
-/// joins): the same windows as one.
+/// joins, half of the stream already there): the same windows as one. The rest of the
+/// stream is produced once both hold partitions, so both do some of the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_give_the_windows_of_one() {
     let world = World::new().await;
-    world.produce(0..world.records.len()).await;
+    let half = world.records.len() / 2;
+    world.produce(0..half).await;
     let (first, second) = tokio::join!(world.start("one"), world.start("two"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let members = world.members().await;
+        if members.len() == 2 && members.iter().all(|&partitions| partitions > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not two members with partitions each: {members:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    world.produce(half..world.records.len()).await;
     world.check(async |_| {}).await;
     tokio::join!(first.stop(), second.stop());
 }
@@ -406,6 +457,112 @@ async fn an_idle_partitions_windows_close_by_wall_clock() {
         }
     };
     assert_eq!((last.user_id.as_str(), last.order_count), ("idle-user", 1));
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+    service.stop().await;
+}
+
+/// Poison on `orders` (a value that is not an event, an envelope of an event type this
+/// reader does not know, a record without value) goes to the dead-letter topic with its
+/// reason, origin and original headers and bytes, and the events around it are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_with_its_reason_and_the_rest_is_counted() {
+    use prost::Message as _;
+    use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+
+    let world = World::new().await;
+    let service = world.start("poisoned").await;
+    let order = OrderId::from_uuid(Uuid::now_v7());
+    let key = order.to_string();
+    let occurred_at = at(Utc::now().timestamp_millis());
+    let event = |version, payload| {
+        let event = OrderEvent { order_id: order, version, occurred_at, payload };
+        encode_event(&EventMetadata::new(Uuid::now_v7(), None), &event)
+    };
+    let created = event(
+        1,
+        OrderEventPayload::Created {
+            user_id: UserId::new("poisoned-user").unwrap(),
+            currency: Currency::new("EUR").unwrap(),
+            items: vec![LineItem::new(Sku::new("SKU-1").unwrap(), 1, 700)],
+            total_minor: 700,
+        },
+    );
+    let paid = event(
+        2,
+        OrderEventPayload::Paid {
+            payment_id: PaymentId::new("pay-poisoned").unwrap(),
+            amount_minor: 700,
+            currency: Currency::new("EUR").unwrap(),
+        },
+    );
+    let unknown = orders_events::pb::EventEnvelope {
+        event_id: Uuid::now_v7().to_string(),
+        order_id: key.clone(),
+        version: 2,
+        correlation_id: Uuid::now_v7().to_string(),
+        occurred_at: Some(prost_types::Timestamp { seconds: occurred_at.timestamp(), nanos: 0 }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let garbage = b"\xff\x00 not protobuf".to_vec();
+
+    // In order on the order's partition: created, the three poisons, paid.
+    let producer: FutureProducer =
+        world.kafka.client_config().set("enable.idempotence", "true").create().unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for value in [Some(&created), Some(&garbage), Some(&unknown), None, Some(&paid)] {
+        let headers = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(traceparent) });
+        let mut record = FutureRecord::<String, Vec<u8>>::to(&world.orders).key(&key).headers(headers);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+
+    let reader = world.kafka.consumer_from_start(&world.dlq, 1);
+    let mut dead = Vec::new();
+    while dead.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(60), reader.recv())
+            .await
+            .expect("three dead letters within a minute")
+            .unwrap();
+        let headers: BTreeMap<String, String> = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into()))
+            })
+            .into_iter()
+            .flatten()
+            .collect();
+        dead.push((message.payload().map(<[u8]>::to_vec), headers));
+    }
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+    let reasons: Vec<&str> = dead.iter().map(|(_, h)| h["dlq.reason"].as_str()).collect();
+    assert!(reasons[0].starts_with("undecodable event"), "{reasons:?}");
+    assert!(reasons[1].contains("no payload that this reader knows"), "{reasons:?}");
+    assert_eq!(reasons[2], "the record has no value");
+    assert_eq!(dead[0].0.as_deref(), Some(garbage.as_slice()), "the original bytes");
+    assert_eq!(dead[1].0.as_deref(), Some(unknown.as_slice()));
+    for (_, headers) in &dead {
+        assert_eq!(headers["traceparent"], traceparent, "the original headers: {headers:?}");
+        assert_eq!(headers["dlq.origin.topic"], world.orders);
+        assert_eq!(headers["dlq.consumer"], world.app);
+        assert!(headers["dlq.origin.offset"].parse::<i64>().is_ok(), "{headers:?}");
+    }
+
+    // The aggregator went on: the order's creation and payment are in its window.
+    let reader = world.kafka.consumer_from_start(&world.stats, PARTITIONS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the payment after the poison was never counted");
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else { continue };
+        let window = decode_stats(message.unwrap().payload().unwrap()).unwrap();
+        assert_eq!(window.user_id.as_str(), "poisoned-user");
+        if (window.order_count, window.paid_count, window.revenue_minor) == (1, 1, 700) {
+            break;
+        }
+    }
     drop(tokio::task::spawn_blocking(move || drop(reader)));
     service.stop().await;
 }
