@@ -27,12 +27,6 @@ CREATE TABLE window_stats.user_windows (
     PRIMARY KEY (user_id, window_start, window_end, currency)
 ) WITH (fillfactor = 80);  -- an open window's row is rewritten on each update
 
--- The consumer's positions, committed with the windows (orders-projection).
-CREATE TABLE window_stats.consumer_positions (
-    projection  TEXT        NOT NULL,
-    topic       TEXT        NOT NULL,
-    partition   INTEGER     NOT NULL,
-    next_offset BIGINT      NOT NULL CHECK (next_offset >= 0),
-    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (projection, topic, partition)
-);
+-- The consumer's positions, committed with the windows (orders-projection): the same
+-- table as the read model's.
+CREATE TABLE window_stats.consumer_positions (LIKE read_model.consumer_positions INCLUDING ALL);
