@@ -15,8 +15,8 @@
 //! transaction is committed inside the revoke callback, before the partitions go. On
 //! an abortable error the transaction is aborted, every task is rebuilt from its
 //! changelog and the consumer sought back to the committed offsets; a fatal one (a
-//! fenced producer: another instance took the transactional id) ends the run with an
-//! error, and the service is restarted from the committed offsets.
+//! fenced producer: another instance took the transactional id) recreates the producer
+//! and the consumer, which resume from the committed offsets (see [`run`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -58,6 +58,16 @@ pub enum RunError {
     /// The settings do not make a topology that can run.
     #[error("invalid settings: {0}")]
     Settings(String),
+    /// The producer hit a fatal error (most often fenced: an instance with the same
+    /// transactional id started). [`run`] recreates it and resumes from the committed
+    /// offsets; this is what the restart it backs off from was.
+    #[error("the producer failed for good ({code:?}): {reason}")]
+    ProducerFatal {
+        /// librdkafka's code (`Fenced`, `ProducerFenced`, ...).
+        code: rdkafka::types::RDKafkaErrorCode,
+        /// Its description.
+        reason: String,
+    },
 }
 
 /// An input record, as the topology sees it.
@@ -637,33 +647,58 @@ fn init_transactions(producer: &ThreadedProducer<Deliveries>, stop: &Stop) -> Re
     }
 }
 
-/// Runs `topology` until `stop` says so (or a fatal error).
+/// Runs `topology` until `stop` says so (or an error it cannot recover from).
 ///
 /// # Errors
-/// A Kafka error that aborting cannot recover from (a fenced producer, an unreachable
-/// broker past the timeouts), or a changelog that cannot be restored.
+/// A Kafka error that neither aborting nor a new producer recovers from (an unreachable
+/// broker past the timeouts, a refused delivery), or a changelog that cannot be
+/// restored.
+///
+/// A producer that fails for good (fenced by an instance that took the same
+/// transactional id, say) is recreated with a new consumer, as Kafka Streams rejoins
+/// after a `TaskMigratedException`: the open transaction is lost (the broker aborts it),
+/// the tasks are restored and processing resumes from the committed offsets. The
+/// restarts back off from 1 s to 30 s, and count in `streams_producer_restarts_total`
+/// (two live instances with one id would fence each other for ever: a configuration
+/// error that metric shows).
 pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result<(), RunError> {
     if settings.inputs.is_empty() {
         return Err(RunError::Settings("no input topic".into()));
     }
-    let mut producer_config = settings.config.clone();
-    producer_config.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "20000");
-    if settings.guarantee == Guarantee::ExactlyOnce {
-        producer_config
-            .set("transactional.id", &settings.transactional_id)
-            .set("transaction.timeout.ms", "60000");
+    let mut topology = topology;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let (outcome, returned) = run_once(topology, settings, stop);
+        match (outcome, returned) {
+            (Err(error @ RunError::ProducerFatal { .. }), Some(returned)) => {
+                warn!(%error, retry_in = ?delay, "recreating the producer and the consumer; resuming from the committed offsets");
+                metrics::counter!("streams_producer_restarts_total").increment(1);
+                let until = Instant::now() + delay;
+                while Instant::now() < until {
+                    if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+                topology = returned;
+            }
+            (outcome, _) => return outcome,
+        }
     }
-    let producer: ThreadedProducer<Deliveries> = producer_config.create_with_context(Deliveries::default())?;
-    if settings.guarantee == Guarantee::ExactlyOnce && !init_transactions(&producer, stop)? {
-        info!("stopped before the producer was initialised");
-        return Ok(());
-    }
-    let mut restorer_config = settings.config.clone();
-    restorer_config
-        .set("group.id", format!("{}-restore", settings.application_id))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    let restorer: BaseConsumer = restorer_config.create()?;
+}
+
+/// One life of the producer and the consumer: the outcome, and the topology back (to run
+/// again after a fatal producer error), unless it was lost to a panic.
+fn run_once<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> (Result<(), RunError>, Option<T>) {
+    let (producer, restorer) = match clients(settings, stop) {
+        Ok(Some(clients)) => clients,
+        Ok(None) => {
+            info!("stopped before the producer was initialised");
+            return (Ok(()), Some(topology));
+        }
+        Err(error) => return (Err(error), Some(topology)),
+    };
     let engine = Arc::new(Mutex::new(Engine {
         topology,
         guarantee: settings.guarantee,
@@ -678,6 +713,47 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         halted: false,
         restoring: Arc::clone(&stop.restoring),
     }));
+    let outcome = consume(&engine, settings, stop);
+    // The consumer (whose context holds the engine) is gone: the topology comes back.
+    let topology = Arc::try_unwrap(engine)
+        .ok()
+        .map(|engine| engine.into_inner().unwrap_or_else(PoisonError::into_inner).topology);
+    (outcome, topology)
+}
+
+/// The producer (transactions initialised when exactly once) and the restore consumer;
+/// `None` when stopped first.
+fn clients(
+    settings: &Settings,
+    stop: &Stop,
+) -> Result<Option<(ThreadedProducer<Deliveries>, BaseConsumer)>, RunError> {
+    let mut producer_config = settings.config.clone();
+    producer_config.set("enable.idempotence", "true").set("acks", "all").set("message.timeout.ms", "20000");
+    if settings.guarantee == Guarantee::ExactlyOnce {
+        producer_config
+            .set("transactional.id", &settings.transactional_id)
+            .set("transaction.timeout.ms", "60000");
+    }
+    let producer: ThreadedProducer<Deliveries> = producer_config.create_with_context(Deliveries::default())?;
+    if settings.guarantee == Guarantee::ExactlyOnce && !init_transactions(&producer, stop)? {
+        return Ok(None);
+    }
+    let mut restorer_config = settings.config.clone();
+    restorer_config
+        .set("group.id", format!("{}-restore", settings.application_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let restorer: BaseConsumer = restorer_config.create()?;
+    Ok(Some((producer, restorer)))
+}
+
+/// Subscribes a consumer with the engine in its context and runs the poll-process-commit
+/// loop until a stop or an error.
+fn consume<T: Topology>(
+    engine: &Arc<Mutex<Engine<T>>>,
+    settings: &Settings,
+    stop: &Stop,
+) -> Result<(), RunError> {
     let mut consumer_config = settings.config.clone();
     consumer_config
         .set("group.id", &settings.application_id)
@@ -686,20 +762,20 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky");
     let consumer: BaseConsumer<Context<T>> =
-        consumer_config.create_with_context(Context { engine: Arc::clone(&engine) })?;
+        consumer_config.create_with_context(Context { engine: Arc::clone(engine) })?;
     let topics: Vec<&str> = settings.inputs.iter().map(|(input, _)| input.as_str()).collect();
     consumer.subscribe(&topics)?;
 
     let mut last_commit = Instant::now();
     let outcome = loop {
         if stop.halt.load(Ordering::SeqCst) {
-            lock(&engine).halted = true;
+            lock(engine).halted = true;
             warn!("halted: the open transaction is left for the next instance to abort");
             break Ok(());
         }
         let stopping = stop.stop.load(Ordering::SeqCst);
         let message = if stopping { None } else { consumer.poll(Duration::from_millis(20)) };
-        let mut engine = lock(&engine);
+        let mut engine = lock(engine);
         if let Some(error) = engine.failed.take() {
             break Err(error);
         }
@@ -737,7 +813,11 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
     // and the revoke callback must not commit what the failure left (offsets of records
     // whose outputs were lost).
     if outcome.is_err() {
-        lock(&engine).halted = true;
+        let mut engine = lock(engine);
+        engine.halted = true;
+        if let Some((code, reason)) = engine.producer.client().fatal_error() {
+            return Err(RunError::ProducerFatal { code, reason });
+        }
     }
     outcome
 }

@@ -20,7 +20,7 @@ use orders_testkit::kafka::TestKafka;
 use rdkafka::{
     Message as _,
     consumer::{BaseConsumer, Consumer as _},
-    producer::{FutureProducer, FutureRecord},
+    producer::{FutureProducer, FutureRecord, Producer as _},
 };
 
 const PARTITIONS: i32 = 2;
@@ -360,4 +360,73 @@ async fn a_task_counts_as_restoring_until_its_changelog_is_read() {
     wait_for(0).await;
     stop.stop();
     tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap().unwrap();
+}
+
+/// Fenced mid-stream (a producer with the runner's transactional id initialised, as a
+/// second instance with the same id would): the runner recreates its producer and
+/// consumer, resumes from the committed offsets, and every window's final count is
+/// there once and exact; the run goes on until stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_is_recreated_and_nothing_is_lost_or_doubled() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+    let mut kafka = TestKafka::new().await;
+    let input = kafka.topic("fenced-in", PARTITIONS).await;
+    let changelog = kafka.topic_with("fenced-changelog", PARTITIONS, &[("cleanup.policy", "compact")]).await;
+    let output = kafka.topic("fenced-out", PARTITIONS).await;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut records = Vec::new();
+    for i in 0..3_000_i64 {
+        let key = format!("key-{}", i % 20);
+        *expected.entry(format!("{key}@{}", (i * 2).div_euclid(1000) * 1000)).or_default() += 1;
+        records.push((key, i * 2));
+    }
+    let (before, after) = records.split_at(2_000);
+    produce(&kafka, &input, before).await;
+    let mut settings = Settings::new(
+        kafka.name("fenced"),
+        kafka.name("fenced-0"),
+        &[(input.as_str(), changelog.as_str())],
+        kafka.client_config(),
+    );
+    settings.max_records_per_transaction = 200;
+    let reader = kafka.consumer_from_start(&output, PARTITIONS);
+    let (stop, running) = start(&settings, &output);
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < 5 {
+        assert!(Instant::now() < deadline, "no output before the fence");
+        receive(&reader, &mut seen, Duration::from_secs(5)).await;
+    }
+
+    let fencer: FutureProducer =
+        kafka.client_config().set("transactional.id", &settings.transactional_id).create().unwrap();
+    let fencer = tokio::task::spawn_blocking(move || {
+        fencer.init_transactions(Duration::from_secs(30)).unwrap();
+        fencer
+    })
+    .await
+    .unwrap();
+    let mut rest = after.to_vec();
+    rest.extend((0..20).map(|k| (format!("key-{k}"), 1_000_000_000)));
+    produce(&kafka, &input, &rest).await;
+    while expected.keys().any(|key| !seen.contains_key(key)) {
+        assert!(!running.is_finished(), "the run ended after the fence: {:?}", running.join());
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "{} of {} windows final",
+            seen.len(),
+            expected.len()
+        );
+        receive(&reader, &mut seen, Duration::from_secs(5)).await;
+    }
+    stop.stop();
+    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap().unwrap();
+    drop(tokio::task::spawn_blocking(move || drop((reader, fencer))));
+
+    let doubled: Vec<_> = seen.iter().filter(|(_, counts)| counts.len() > 1).collect();
+    assert!(doubled.is_empty(), "windows emitted final more than once: {doubled:?}");
+    let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
+    assert_eq!(finals, expected);
 }
