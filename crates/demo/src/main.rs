@@ -480,7 +480,7 @@ impl Demo {
         println!("  {:<28} {:>12} {:>12}", "orders cancelled", expected.1, totals.1);
         println!(
             "  {:<28} {:>12} {:>12}",
-            "spent (revenue - refunds)",
+            "spent, EUR (revenue - refunds)",
             money(expected.2, ""),
             money(totals.2, "")
         );

@@ -38,6 +38,10 @@ use tracing::{debug, info, warn};
 
 /// How long a transactional call may block.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many producer restarts within [`RESTART_WINDOW`]; one more ends the run.
+const MAX_RESTARTS: usize = 4;
+/// See [`MAX_RESTARTS`].
+const RESTART_WINDOW: Duration = Duration::from_secs(600);
 
 /// Errors of a run.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +170,9 @@ pub enum Guarantee {
     /// committed: nothing is lost, but a crash between the two processes the records
     /// since the last commit again, outputs and state changes included (Kafka Streams'
     /// `at_least_once`). No transactions: the baseline that shows what exactly once
-    /// costs.
+    /// costs. Not for stores whose changelog says what was emitted: the outputs and the
+    /// changelog records of a cycle are flushed together, so an output the broker refuses
+    /// while it takes the changelog record is not emitted again after the restart.
     AtLeastOnce,
 }
 
@@ -242,7 +248,8 @@ impl Stop {
     }
 
     /// How many tasks are waiting for their restore or being restored right now (their
-    /// partitions were just assigned, or an aborted transaction is being recovered).
+    /// partitions were just assigned, or an aborted transaction is being recovered); a
+    /// run that has not been given its first assignment yet counts as one.
     pub fn tasks_restoring(&self) -> usize {
         self.restoring.load(Ordering::SeqCst)
     }
@@ -310,6 +317,9 @@ struct Engine<T: Topology> {
     halted: bool,
     /// Tasks waiting for or in their restore ([`Stop::tasks_restoring`]).
     restoring: Arc<AtomicUsize>,
+    /// No assignment yet: counted as one task restoring, so that a replica is not ready
+    /// before it knows its partitions.
+    unassigned: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -522,7 +532,13 @@ impl<T: Topology> Engine<T> {
                         reason: format!("not at the end ({high}) after 10 minutes, at {next}"),
                     });
                 }
-                let Some(message) = self.restorer.poll(Duration::from_millis(100)) else {
+                let message = match self.restorer.poll(Duration::from_millis(100)) {
+                    // At the end (`enable.partition.eof`): a transactional changelog ends
+                    // with a commit marker, so no record reaches `high` itself.
+                    Some(Err(KafkaError::PartitionEOF(partition))) if partition == id.1 => break,
+                    other => other,
+                };
+                let Some(message) = message else {
                     next = self
                         .restorer
                         .position()?
@@ -546,6 +562,14 @@ impl<T: Topology> Engine<T> {
         info!(topic = %id.0, partition = id.1, changelog = %changelog, records = restored, seconds, "task restored");
         self.tasks.insert(id.clone(), task);
         Ok(())
+    }
+
+    /// The first assignment is known (and restored): the run no longer counts as one task
+    /// restoring.
+    fn assigned(&mut self) {
+        if std::mem::take(&mut self.unassigned) {
+            self.restoring.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Restores the tasks of `ids` one after the other, counted in
@@ -627,6 +651,7 @@ impl<T: Topology> ConsumerContext for Context<T> {
         if let Err(error) = engine.restore_all(&ids) {
             engine.failed = Some(error);
         }
+        engine.assigned();
     }
 }
 
@@ -658,46 +683,61 @@ fn init_transactions(producer: &ThreadedProducer<Deliveries>, stop: &Stop) -> Re
 /// transactional id, say) is recreated with a new consumer, as Kafka Streams rejoins
 /// after a `TaskMigratedException`: the open transaction is lost (the broker aborts it),
 /// the tasks are restored and processing resumes from the committed offsets. The
-/// restarts back off from 1 s to 30 s, and count in `streams_producer_restarts_total`
-/// (two live instances with one id would fence each other for ever: a configuration
-/// error that metric shows).
+/// restarts back off (1, 2, 4, 8 s) and count in `streams_producer_restarts_total`. A
+/// fifth within ten minutes ends the run with the error: two live instances with one
+/// transactional id would fence each other for ever, a configuration error to show, not
+/// to hide. A stop during the backoff ends the run with the error too.
 pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result<(), RunError> {
     if settings.inputs.is_empty() {
         return Err(RunError::Settings("no input topic".into()));
     }
     let mut topology = topology;
-    let mut delay = Duration::from_secs(1);
+    let mut restarts: Vec<Instant> = Vec::new();
     loop {
         let (outcome, returned) = run_once(topology, settings, stop);
-        match (outcome, returned) {
-            (Err(error @ RunError::ProducerFatal { .. }), Some(returned)) => {
-                warn!(%error, retry_in = ?delay, "recreating the producer and the consumer; resuming from the committed offsets");
-                metrics::counter!("streams_producer_restarts_total").increment(1);
-                let until = Instant::now() + delay;
-                while Instant::now() < until {
-                    if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-                topology = returned;
-            }
+        let (error, returned) = match (outcome, returned) {
+            (Err(error @ RunError::ProducerFatal { .. }), Some(returned)) => (error, returned),
             (outcome, _) => return outcome,
+        };
+        // More than a few restarts within minutes: another live instance has the same
+        // transactional id (INSTANCE_ID not unique), and the two would fence each other
+        // for ever. End the run, so that the error shows.
+        restarts.retain(|at| at.elapsed() < RESTART_WINDOW);
+        if restarts.len() >= MAX_RESTARTS {
+            warn!(%error, restarts = restarts.len(), "fenced again and again: is another instance running with the same transactional id?");
+            return Err(error);
         }
+        let delay = Duration::from_secs(1 << restarts.len());
+        restarts.push(Instant::now());
+        warn!(%error, retry_in = ?delay, "recreating the producer and the consumer; resuming from the committed offsets");
+        metrics::counter!("streams_producer_restarts_total").increment(1);
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
+                return Err(error);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        topology = returned;
     }
 }
 
 /// One life of the producer and the consumer: the outcome, and the topology back (to run
 /// again after a fatal producer error), unless it was lost to a panic.
 fn run_once<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> (Result<(), RunError>, Option<T>) {
+    // Not ready until the first assignment is restored (the engine takes this over).
+    stop.restoring.fetch_add(1, Ordering::SeqCst);
     let (producer, restorer) = match clients(settings, stop) {
         Ok(Some(clients)) => clients,
         Ok(None) => {
+            stop.restoring.fetch_sub(1, Ordering::SeqCst);
             info!("stopped before the producer was initialised");
             return (Ok(()), Some(topology));
         }
-        Err(error) => return (Err(error), Some(topology)),
+        Err(error) => {
+            stop.restoring.fetch_sub(1, Ordering::SeqCst);
+            return (Err(error), Some(topology));
+        }
     };
     let engine = Arc::new(Mutex::new(Engine {
         topology,
@@ -712,8 +752,10 @@ fn run_once<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> (Resu
         failed: None,
         halted: false,
         restoring: Arc::clone(&stop.restoring),
+        unassigned: true,
     }));
     let outcome = consume(&engine, settings, stop);
+    lock(&engine).assigned();
     // The consumer (whose context holds the engine) is gone: the topology comes back.
     let topology = Arc::try_unwrap(engine)
         .ok()
@@ -742,6 +784,7 @@ fn clients(
     restorer_config
         .set("group.id", format!("{}-restore", settings.application_id))
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed");
     let restorer: BaseConsumer = restorer_config.create()?;
     Ok(Some((producer, restorer)))

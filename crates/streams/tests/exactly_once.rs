@@ -354,7 +354,8 @@ async fn a_task_counts_as_restoring_until_its_changelog_is_read() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    wait_for(1).await;
+    // The run's "no assignment yet" and its one task, held at the gate.
+    wait_for(2).await;
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
     wait_for(0).await;
@@ -429,4 +430,38 @@ async fn a_fenced_producer_is_recreated_and_nothing_is_lost_or_doubled() {
     assert!(doubled.is_empty(), "windows emitted final more than once: {doubled:?}");
     let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
     assert_eq!(finals, expected);
+}
+
+/// Readiness: a run counts as restoring until its first assignment is known and
+/// restored, and a member given no partition (more members than partitions) still
+/// becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_partitions_is_not_restoring_once_assigned() {
+    let mut kafka = TestKafka::new().await;
+    let input = kafka.topic("idle-in", 1).await;
+    let changelog = kafka.topic_with("idle-changelog", 1, &[("cleanup.policy", "compact")]).await;
+    let output = kafka.topic("idle-out", 1).await;
+    let settings = |instance: &str| {
+        Settings::new(
+            kafka.name("idle"),
+            kafka.name(instance),
+            &[(input.as_str(), changelog.as_str())],
+            kafka.client_config(),
+        )
+    };
+    let wait_for_zero = async |stop: &Stop, who: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while stop.tasks_restoring() != 0 {
+            assert!(Instant::now() < deadline, "{who}: {} tasks restoring", stop.tasks_restoring());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (first, first_run) = start(&settings("idle-1"), &output);
+    wait_for_zero(&first, "the first member").await;
+    let (second, second_run) = start(&settings("idle-2"), &output);
+    wait_for_zero(&second, "the member without partitions").await;
+    for (stop, run) in [(first, first_run), (second, second_run)] {
+        stop.stop();
+        tokio::task::spawn_blocking(move || run.join()).await.unwrap().unwrap().unwrap();
+    }
 }

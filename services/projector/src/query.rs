@@ -220,7 +220,8 @@ pub struct UserWindows {
     /// The user.
     pub user_id: String,
     /// The windows overlapping the bounds asked, newest first (by start, then end, then
-    /// currency); at most [`Queries::MAX_WINDOWS`].
+    /// currency); at most [`Queries::MAX_WINDOWS`], and never only some of the windows of
+    /// a start when more follow.
     pub windows: Vec<WindowView>,
     /// Whether older windows within the bounds were left out (ask again with `to` set to
     /// the oldest `window_start` here).
@@ -258,9 +259,18 @@ impl Queries {
         let limit = i64::try_from(Self::MAX_WINDOWS + 1).unwrap_or(i64::MAX);
         let rows = client.query(&stmt, &[&user_id, &from, &to, &limit]).await?;
         let has_more = rows.len() > Self::MAX_WINDOWS;
+        let mut shown = rows.len().min(Self::MAX_WINDOWS);
+        if has_more {
+            // A page never ends inside a start: the next page asks for the windows that
+            // start before the oldest start shown, so the rest of that start would be
+            // skipped. (Unless one start alone fills the page.)
+            let start = |i: usize| rows[i].get::<_, DateTime<Utc>>("window_start");
+            let cut = (0..shown).rev().find(|&i| start(i) != start(shown)).map_or(shown, |i| i + 1);
+            shown = if cut == 0 { shown } else { cut };
+        }
         let windows = rows
             .iter()
-            .take(Self::MAX_WINDOWS)
+            .take(shown)
             .map(|row| WindowView {
                 window_start: row.get("window_start"),
                 window_end: row.get("window_end"),

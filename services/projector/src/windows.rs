@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use deadpool_postgres::Transaction;
 use orders_events::{UserWindowStats, decode_stats};
 use orders_projection::{Batch, DeadLetter, Handler, Outcome, Record};
@@ -51,7 +51,18 @@ impl Handler for Windows {
 /// Decodes one record; `Err` is the dead-letter reason.
 fn decode(record: &Record) -> Result<UserWindowStats, String> {
     let payload = record.payload.as_deref().ok_or("the record has no value")?;
-    let stats = decode_stats(payload).map_err(|e| format!("undecodable window stats: {e}"))?;
+    let mut stats = decode_stats(payload).map_err(|e| format!("undecodable window stats: {e}"))?;
+    // As PostgreSQL keeps them (microseconds, years 1 to 9999 here), so that two records
+    // of one window are one row, and no batch fails on a time it cannot store.
+    for at in [&mut stats.window_start, &mut stats.window_end] {
+        if !(1..=9999).contains(&at.year()) {
+            return Err(format!("window time {at} is outside the years 1 to 9999"));
+        }
+        // (Not `duration_trunc`: it counts in nanoseconds from 1970, past 2262 it fails.)
+        let micros = at.timestamp_micros();
+        *at = DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| format!("window time {at} out of range"))?;
+    }
     let user_id = stats.user_id.to_string();
     match record.key.as_deref() {
         Some(key) if key == user_id.as_bytes() => Ok(stats),
@@ -138,6 +149,18 @@ mod tests {
     fn a_record_keyed_by_its_user_decodes() {
         let value = encode_stats(&stats("u-1"));
         assert_eq!(decode(&record(Some("u-1"), Some(value))), Ok(stats("u-1")));
+    }
+
+    #[test]
+    fn window_times_are_kept_as_postgresql_keeps_them() {
+        let mut fine = stats("u-1");
+        fine.window_start += chrono::TimeDelta::nanoseconds(1_500);
+        let decoded = decode(&record(Some("u-1"), Some(encode_stats(&fine)))).unwrap();
+        assert_eq!(decoded.window_start, stats("u-1").window_start + chrono::TimeDelta::microseconds(1));
+        let mut far = stats("u-1");
+        far.window_end = Utc.with_ymd_and_hms(12_000, 1, 1, 0, 0, 0).unwrap();
+        let refused = decode(&record(Some("u-1"), Some(encode_stats(&far)))).unwrap_err();
+        assert!(refused.contains("outside the years 1 to 9999"), "{refused}");
     }
 
     #[test]

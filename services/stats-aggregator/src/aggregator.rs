@@ -109,7 +109,10 @@ impl Aggregator {
             ("dlq.origin.offset", record.offset.to_string()),
             ("dlq.consumer", self.consumer.clone()),
         ];
+        // The original headers, but not the reasons of an earlier dead-lettering (a record
+        // replayed from a dead-letter topic): one `dlq.reason`, this one.
         let mut headers = record.owned_headers();
+        headers.retain(|(key, _)| !key.starts_with("dlq."));
         headers.extend(reasons.into_iter().map(|(k, v)| (k.to_string(), v.into_bytes())));
         Output {
             topic: self.topics.dead_letters.clone(),
@@ -185,11 +188,13 @@ impl Topology for Aggregator {
                     }
                 };
                 match apply_order_event(orders, &event) {
+                    // With the event's headers (its trace context, say): a late activity
+                    // or a dead letter of stage 2 carries them on.
                     OrderOutcome::Activity(activity) => out.push(Output {
                         topic: self.topics.repartition.clone(),
                         key: activity.user_id.clone().into_bytes(),
                         value: Some(activity.encode_to_vec()),
-                        headers: Vec::new(),
+                        headers: record.owned_headers(),
                     }),
                     OrderOutcome::Duplicate => metrics::counter!(metric::DUPLICATES).increment(1),
                     OrderOutcome::UnknownOrder => metrics::counter!(metric::UNKNOWN_ORDERS).increment(1),

@@ -566,3 +566,63 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_rest_is_counted() {
     drop(tokio::task::spawn_blocking(move || drop(reader)));
     service.stop().await;
 }
+
+/// An activity too late for its window (its event an hour older than what the user's
+/// task has seen, with a grace of a second) goes to the late-events topic, with the
+/// headers of the event it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_activity_goes_to_the_late_events_topic_with_its_headers() {
+    use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+
+    let world = World::new().await;
+    let service = world.start_with("late", &[("WINDOW_GRACE", "1s")]).await;
+    let order = OrderId::from_uuid(Uuid::now_v7());
+    let key = order.to_string();
+    let now = Utc::now().timestamp_millis();
+    // One order: created now, then "paid an hour ago" (the same order, so the two reach
+    // the user's task in this order).
+    let created = OrderEvent {
+        order_id: order,
+        version: 1,
+        occurred_at: at(now),
+        payload: OrderEventPayload::Created {
+            user_id: UserId::new("late-user").unwrap(),
+            currency: Currency::new("EUR").unwrap(),
+            items: vec![LineItem::new(Sku::new("SKU-1").unwrap(), 1, 300)],
+            total_minor: 300,
+        },
+    };
+    let paid = OrderEvent {
+        order_id: order,
+        version: 2,
+        occurred_at: at(now - 3_600_000),
+        payload: OrderEventPayload::Paid {
+            payment_id: PaymentId::new("pay-late").unwrap(),
+            amount_minor: 300,
+            currency: Currency::new("EUR").unwrap(),
+        },
+    };
+    let producer: FutureProducer =
+        world.kafka.client_config().set("enable.idempotence", "true").create().unwrap();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for event in [&created, &paid] {
+        let payload = encode_event(&EventMetadata::new(Uuid::now_v7(), None), event);
+        let headers = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(traceparent) });
+        let record = FutureRecord::to(&world.orders).key(&key).payload(&payload).headers(headers);
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
+
+    let late_topic = format!("{}-late-events", world.app);
+    let reader = world.kafka.consumer_from_start(&late_topic, PARTITIONS);
+    let message = tokio::time::timeout(Duration::from_secs(60), reader.recv())
+        .await
+        .expect("a late activity within a minute")
+        .unwrap();
+    assert_eq!(message.key(), Some("late-user".as_bytes()), "keyed by user");
+    let header =
+        message.headers().and_then(|h| h.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value);
+    assert_eq!(header, Some(traceparent.as_bytes()), "the event's headers");
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+
+    service.stop().await;
+}
