@@ -13,7 +13,7 @@ TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,8 +53,11 @@ lint: toolchain ## format check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: up lint ## everything the tests need, then format check, clippy and every test
+test: up lint chart-test ## everything the tests need, then format check, clippy, the chart's checks and every test
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+chart-test: ## the Helm chart: lint, render, validate against Kubernetes' schemas, its promises (installs helm on first use)
+	k8s/test.sh
 
 bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run; report in .local/bench/report.md
 	mkdir -p $(dir $(BENCH_REPORT))

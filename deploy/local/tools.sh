@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Tools the chart's checks need, installed on first use into a cache outside the clone
+# (so fresh clones reuse them), from the package registries only:
+#   helm     the Helm CLI, built with `go install` from the Go module proxy;
+#   python   a virtualenv with the pinned Python test tools of
+#            deploy/local/requirements-test.txt (kubernetes-validate, pytest, PyYAML),
+#            rebuilt when that file changes.
+#
+# Usage: deploy/local/tools.sh helm|python
+# Prints the path of the tool's executable (for python: the virtualenv's bin directory)
+# on stdout; progress goes to stderr.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TOOLS=${ORDERS_TOOLS_DIR:-$HOME/.cache/orders-platform/tools}
+HELM_VERSION=v3.22.0
+REQUIREMENTS=$ROOT/deploy/local/requirements-test.txt
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() {
+  printf '[tools] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+helm_path() {
+  local bin=$TOOLS/helm-$HELM_VERSION/helm
+  if [ ! -x "$bin" ]; then
+    command -v go >/dev/null || die "building helm needs Go 1.24 or later (https://go.dev/dl); install it and run again"
+    log "building helm $HELM_VERSION with go install (once; a few minutes)"
+    mkdir -p "$TOOLS/helm-$HELM_VERSION"
+    GOBIN="$TOOLS/helm-$HELM_VERSION" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2 ||
+      die "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed"
+  fi
+  echo "$bin"
+}
+
+python_path() {
+  # Keyed by the requirements' content: editing them builds a fresh virtualenv.
+  local venv
+  venv=$TOOLS/venv-$(md5sum <"$REQUIREMENTS" | cut -c1-12)
+  if [ ! -x "$venv/bin/pytest" ]; then
+    command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
+    log "creating the Python test tools' virtualenv in $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS" >&2 || die "pip install failed"
+  fi
+  echo "$venv/bin"
+}
+
+case "${1:-}" in
+  helm) helm_path ;;
+  python) python_path ;;
+  *) die "usage: $0 helm|python" ;;
+esac

@@ -1,0 +1,191 @@
+"""The Helm chart's promises, checked on what `helm template` renders (k8s/test.sh).
+
+RENDERED is the directory k8s/test.sh rendered the default and the production values
+into; HELM and CHART let a test render with other values.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = pathlib.Path(os.environ.get("CHART", ROOT / "k8s" / "orders-platform"))
+RENDERED = pathlib.Path(os.environ.get("RENDERED", ROOT / ".local" / "chart"))
+HELM = os.environ.get("HELM", "helm")
+
+SERVICES = ["command-service", "outbox-relay", "projector", "order-processor", "stats-aggregator"]
+PUBLIC = {"command-service": "/commands", "projector": "/queries"}
+CONSUMERS = ["order-processor", "stats-aggregator"]
+
+
+def load(text):
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render(*args):
+    out = subprocess.run(
+        [HELM, "template", "orders", str(CHART), "--namespace", "orders", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return load(out.stdout)
+
+
+@pytest.fixture(scope="module", params=["default", "production"])
+def objects(request):
+    return load((RENDERED / f"{request.param}.yaml").read_text())
+
+
+def of_kind(objects, kind):
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def values(name="values.yaml"):
+    return yaml.safe_load((CHART / name).read_text())
+
+
+def test_every_service_has_its_objects(objects):
+    for kind in ["Deployment", "Service", "ServiceAccount", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"]:
+        names = set(of_kind(objects, kind))
+        assert set(SERVICES) <= names, f"{kind}: {sorted(names)}"
+
+
+def test_probes_hit_the_runtimes_real_paths(objects):
+    routes = (ROOT / "crates" / "runtime" / "src" / "http.rs").read_text()
+    for path in ["/healthz", "/readyz"]:
+        assert f'route("{path}"' in routes, f"the runtime serves no {path}"
+    for name, deployment in of_kind(objects, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        port = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, name
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz", name
+        # The service listens where the probes knock: its address variable names the port.
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        listen = env.get("HTTP_ADDR") or env.get("ADMIN_ADDR")
+        assert listen == f"0.0.0.0:{port['http']}", f"{name}: listens on {listen}, probed on {port}"
+
+
+def test_pods_run_unprivileged(objects):
+    workloads = list(of_kind(objects, "Deployment").values()) + list(of_kind(objects, "Job").values())
+    assert workloads
+    for workload in workloads:
+        name = workload["metadata"]["name"]
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            assert container["resources"]["requests"]["cpu"], name
+            assert container["resources"]["requests"]["memory"], name
+            assert container["resources"]["limits"]["memory"], name
+
+
+def test_the_grace_period_outlasts_the_drain(objects):
+    for name, deployment in of_kind(objects, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        drain = int(re.fullmatch(r"(\d+)s", env["SHUTDOWN_TIMEOUT"]).group(1))
+        assert pod["terminationGracePeriodSeconds"] > drain, name
+
+
+def test_consumers_scale_no_further_than_the_partitions_of_orders(objects):
+    topics = {t["name"]: t for t in values()["topics"]}
+    partitions = topics["orders"]["partitions"]
+    autoscalers = of_kind(objects, "HorizontalPodAutoscaler")
+    for name in CONSUMERS:
+        spec = autoscalers[name]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert spec["minReplicas"] <= spec["maxReplicas"] <= partitions, name
+    for name, deployment in of_kind(objects, "Deployment").items():
+        # Replicas belong to the autoscaler: a Deployment that set them would fight it.
+        assert "replicas" not in deployment["spec"], name
+
+
+def test_the_gateway_routes_commands_and_queries(objects):
+    (ingress,) = of_kind(objects, "Ingress").values()
+    services = of_kind(objects, "Service")
+    (rule,) = ingress["spec"]["rules"]
+    routes = {p["path"]: p["backend"]["service"] for p in rule["http"]["paths"]}
+    for service, prefix in PUBLIC.items():
+        port = services[service]["spec"]["ports"][0]["port"]
+        assert routes[prefix] == {"name": service, "port": {"number": port}}, routes
+
+
+def test_production_serves_the_api_over_tls():
+    (ingress,) = of_kind(load((RENDERED / "production.yaml").read_text()), "Ingress").values()
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["secretName"] and tls["hosts"] == [ingress["spec"]["rules"][0]["host"]]
+
+
+def test_the_gateway_api_route_is_there_on_request():
+    objects = render("--set", "gateway.httpRoute.enabled=true", "--set", "gateway.ingress.enabled=false")
+    assert not of_kind(objects, "Ingress")
+    (route,) = of_kind(objects, "HTTPRoute").values()
+    backends = {r["matches"][0]["path"]["value"]: r["backendRefs"][0]["name"] for r in route["spec"]["rules"]}
+    assert backends == {prefix: service for service, prefix in PUBLIC.items()}
+
+
+def test_only_the_gateway_and_monitoring_reach_the_pods(objects):
+    for name, policy in of_kind(objects, "NetworkPolicy").items():
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"], name
+        (rule,) = spec["ingress"]
+        peers = rule["from"]
+        monitoring = [p for p in peers if p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"]
+        assert monitoring, f"{name}: monitoring cannot reach it"
+        others = [p for p in peers if p not in monitoring]
+        if name in PUBLIC:
+            assert others, f"{name}: the gateway cannot reach it"
+        else:
+            assert not others, f"{name} is reachable from {others}: only monitoring may reach an admin port"
+
+
+def test_no_credential_is_inlined(objects):
+    assert not of_kind(objects, "Secret"), "the chart creates no Secret: credentials are the operator's"
+    for workload in list(of_kind(objects, "Deployment").values()) + list(of_kind(objects, "Job").values()):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            for env in container["env"]:
+                if env["name"] in ("DATABASE_URL", "KAFKA_PROPERTIES"):
+                    assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+    for config in of_kind(objects, "ConfigMap").values():
+        for key, value in config["data"].items():
+            assert not re.search(r"password|secret|://[^/@]+:[^/@]+@", f"{key}={value}", re.I), key
+
+
+def test_services_that_own_a_schema_migrate_before_they_roll(objects):
+    jobs = {j["metadata"]["name"].rsplit("-migrate-", 1)[0]: j for j in of_kind(objects, "Job").values()}
+    assert set(jobs) == {"command-service", "projector"}
+    for job in jobs.values():
+        assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["migrate"]
+        # A pre-install hook runs before the chart's ConfigMap and ServiceAccounts exist.
+        assert "envFrom" not in container
+        assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+
+
+def test_the_topics_are_the_contracts():
+    listed = {}
+    for line in (ROOT / "deploy" / "topics.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, partitions, configs = line.split()
+            listed[name] = (int(partitions), dict(c.split("=", 1) for c in configs.split(",")))
+    topics = {t["name"]: (t["partitions"], t["config"]) for t in values()["topics"]}
+    assert set(topics) == set(listed)
+    for name, (partitions, config) in topics.items():
+        assert partitions == listed[name][0], name
+        for key, value in listed[name][1].items():
+            assert str(config.get(key)) == value, f"{name}: {key}"
+    strimzi = of_kind(load((RENDERED / "production.yaml").read_text()), "KafkaTopic")
+    assert {t["spec"]["topicName"] for t in strimzi.values()} == set(listed)
