@@ -32,11 +32,8 @@ die() {
   exit 1
 }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "need root to run: $* (install it by hand, or run as root)"
-  fi
-}
+# shellcheck source=deploy/local/apt.sh
+. "$ROOT/deploy/local/apt.sh"
 
 # PostgreSQL refuses to run as root: as root, its commands run as the 'postgres' user.
 as_pg() {
@@ -48,17 +45,6 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # ---------------------------------------------------------------------------------------------
 # Prerequisites: Debian packages, installed only when missing.
 # ---------------------------------------------------------------------------------------------
-apt_updated=
-apt_install() {
-  if [ -z "$apt_updated" ]; then
-    log "apt-get update"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    apt_updated=1
-  fi
-  log "installing Debian packages: $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
 pg_bindir() {
   local dir
   dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)

@@ -21,11 +21,14 @@ die() {
   printf '[tools] ERROR: %s\n' "$*" >&2
   exit 1
 }
+# shellcheck source=deploy/local/apt.sh
+. "$ROOT/deploy/local/apt.sh"
 
 helm_path() {
   local bin=$TOOLS/helm-$HELM_VERSION/helm
   if [ ! -x "$bin" ]; then
-    command -v go >/dev/null || die "building helm needs Go 1.24 or later (https://go.dev/dl); install it and run again"
+    command -v go >/dev/null || apt_install golang-go ca-certificates
+    command -v go >/dev/null || die "building helm needs Go 1.24 or later (https://go.dev/dl)"
     log "building helm $HELM_VERSION with go install (once; a few minutes)"
     mkdir -p "$TOOLS/helm-$HELM_VERSION"
     GOBIN="$TOOLS/helm-$HELM_VERSION" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2 ||
@@ -39,7 +42,9 @@ python_path() {
   local venv
   venv=$TOOLS/venv-$(md5sum <"$REQUIREMENTS" | cut -c1-12)
   if [ ! -x "$venv/bin/pytest" ]; then
-    command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"
+    command -v python3 >/dev/null || apt_install python3
+    # Debian splits venv (ensurepip) off into its own package.
+    python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
     log "creating the Python test tools' virtualenv in $venv"
     rm -rf "$venv"
     python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
