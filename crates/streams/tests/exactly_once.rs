@@ -184,10 +184,15 @@ async fn a_crash_mid_stream_neither_loses_nor_doubles_a_count() {
     second.join().unwrap().unwrap();
     drop(tokio::task::spawn_blocking(move || drop(reader)));
 
+    assert_finals_once(seen, &expected);
+}
+
+/// Every window emitted final exactly once, with the expected count.
+fn assert_finals_once(seen: BTreeMap<String, Vec<u64>>, expected: &BTreeMap<String, u64>) {
     let doubled: Vec<_> = seen.iter().filter(|(_, counts)| counts.len() > 1).collect();
     assert!(doubled.is_empty(), "windows emitted final more than once: {doubled:?}");
     let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
-    assert_eq!(finals, expected);
+    assert_eq!(&finals, expected);
 }
 
 async fn receive(
@@ -250,8 +255,7 @@ async fn at_least_once_counts_exactly_when_nothing_fails() {
     stop.stop();
     running.join().unwrap().unwrap();
     drop(tokio::task::spawn_blocking(move || drop(reader)));
-    let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
-    assert_eq!(finals, expected);
+    assert_finals_once(seen, &expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,10 +430,7 @@ async fn a_fenced_producer_is_recreated_and_nothing_is_lost_or_doubled() {
     tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap().unwrap();
     drop(tokio::task::spawn_blocking(move || drop((reader, fencer))));
 
-    let doubled: Vec<_> = seen.iter().filter(|(_, counts)| counts.len() > 1).collect();
-    assert!(doubled.is_empty(), "windows emitted final more than once: {doubled:?}");
-    let finals: BTreeMap<String, u64> = seen.into_iter().map(|(key, counts)| (key, counts[0])).collect();
-    assert_eq!(finals, expected);
+    assert_finals_once(seen, &expected);
 }
 
 /// Readiness: a run counts as restoring until its first assignment is known and

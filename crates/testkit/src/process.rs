@@ -31,6 +31,10 @@ pub struct BinarySpec {
     /// The readiness probes that fail while its PostgreSQL is unreachable; empty when
     /// it takes no `DATABASE_URL`.
     pub postgres_probes: &'static [&'static str],
+    /// The readiness probes that fail while Kafka is unreachable, in `/readyz` order:
+    /// `kafka`, and any that wait for the brokers (the stats aggregator's `restore`,
+    /// which waits for its first assignment).
+    pub kafka_probes: &'static [&'static str],
     /// Variables naming the Kafka topics it uses; each gets a fresh topic.
     pub topic_vars: &'static [&'static str],
     /// Internal topics named after a prefix variable (the stats aggregator's
@@ -95,7 +99,7 @@ macro_rules! lifecycle_tests {
                 &$spec,
                 "KAFKA_BOOTSTRAP_SERVERS",
                 "127.0.0.1:1",
-                &["kafka"],
+                $spec.kafka_probes,
             )
             .await;
         }

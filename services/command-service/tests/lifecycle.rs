@@ -7,6 +7,7 @@ const SPEC: BinarySpec = BinarySpec {
     exe: env!("CARGO_BIN_EXE_command-service"),
     addr_var: "HTTP_ADDR",
     variables: &["HTTP_WORKERS", "CONSUMER_GROUP"],
+    kafka_probes: &["kafka"],
     postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "ORDER_COMMANDS_TOPIC", "DEAD_LETTER_TOPIC"],
     prefixed_topics: None,

@@ -7,6 +7,7 @@ const SPEC: BinarySpec = BinarySpec {
     exe: env!("CARGO_BIN_EXE_order-processor"),
     addr_var: "ADMIN_ADDR",
     variables: &["CONSUMER_GROUP", "CONSUMER_CONCURRENCY", "RETRY_MAX_ATTEMPTS"],
+    kafka_probes: &["kafka"],
     postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "ORDER_COMMANDS_TOPIC", "DEAD_LETTER_TOPIC"],
     prefixed_topics: None,

@@ -21,6 +21,7 @@ const SPEC: BinarySpec = BinarySpec {
         "LEASE_KEEPALIVE_RETRIES",
         "LEASE_TCP_USER_TIMEOUT",
     ],
+    kafka_probes: &["kafka"],
     postgres_probes: &["postgres"],
     topic_vars: &["ORDERS_TOPIC"],
     prefixed_topics: None,

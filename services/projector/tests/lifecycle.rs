@@ -16,6 +16,7 @@ const SPEC: BinarySpec = BinarySpec {
         "MIN_VERSION_TIMEOUT",
         "MIN_VERSION_MAX_WAITERS",
     ],
+    kafka_probes: &["kafka"],
     postgres_probes: &["postgres", "schema"],
     topic_vars: &["ORDERS_TOPIC", "ORDER_STATS_TOPIC", "DEAD_LETTER_TOPIC"],
     prefixed_topics: None,

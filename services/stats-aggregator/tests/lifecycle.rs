@@ -16,6 +16,7 @@ const SPEC: BinarySpec = BinarySpec {
         "WALL_CLOCK_CLOSE",
         "COMMIT_INTERVAL",
     ],
+    kafka_probes: &["kafka", "restore"],
     postgres_probes: &[],
     topic_vars: &["ORDERS_TOPIC", "ORDER_STATS_TOPIC", "DEAD_LETTER_TOPIC"],
     prefixed_topics: Some(("APPLICATION_ID", stats_aggregator::INTERNAL_TOPICS)),
