@@ -13,7 +13,7 @@ TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test images
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ lint: toolchain ## format check and clippy with warnings as errors
 
 test: up lint chart-test ## everything the tests need, then format check, clippy, the chart's checks and every test
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+images: toolchain ## the five service images, with podman from the release binaries (offline: a base made from Debian's packages), then checked
+	deploy/local/images.sh build
+	deploy/local/images.sh check
 
 chart-test: ## the Helm chart: lint, render, validate against Kubernetes' schemas, its promises (installs helm on first use)
 	k8s/test.sh

@@ -256,15 +256,17 @@ impl Drop for ServiceProcess {
 pub async fn wait_until_ready(addr: SocketAddr, within: Duration, what: &str) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + within;
+    let mut last = None;
     while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("http://{addr}/readyz")).send().await
-            && response.status() == 200
-        {
-            return;
+        if let Ok(response) = http.get(format!("http://{addr}/readyz")).send().await {
+            if response.status() == 200 {
+                return;
+            }
+            last = response.text().await.ok();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} did not become ready within {within:?}");
+    panic!("{what} did not become ready within {within:?}; last /readyz: {last:?}");
 }
 
 /// A test world for one run of a binary: its own database and topics, and the
@@ -344,7 +346,7 @@ pub async fn assert_ready_then_clean_exit(spec: &BinarySpec) {
     let world = World::for_binary(spec).await;
     let mut service = ServiceProcess::start(spec.exe, spec.addr_var, &world.env);
     service.wait_for("/healthz", 200, Duration::from_secs(20)).await;
-    let ready = service.wait_for("/readyz", 200, Duration::from_secs(30)).await;
+    let ready = service.wait_for("/readyz", 200, Duration::from_secs(120)).await;
     assert!(ready.contains("\"ready\""), "{ready}");
     let (status, metrics) =
         service.get("/metrics").await.unwrap_or_else(|| panic!("/metrics does not answer"));

@@ -253,7 +253,8 @@ impl World {
         let addr = build(config, &mut runtime).await.unwrap();
         let shutdown = runtime.shutdown_token();
         let stopped = tokio::spawn(runtime.run_until(std::future::pending()));
-        orders_testkit::process::wait_until_ready(addr, Duration::from_secs(60), SERVICE).await;
+        // Generous: the first assignment waits for the group's join, slow on a loaded broker.
+        orders_testkit::process::wait_until_ready(addr, Duration::from_secs(180), SERVICE).await;
         InProcess { shutdown, stopped }
     }
 
@@ -392,7 +393,7 @@ async fn killed_several_times_it_neither_loses_nor_doubles_a_count() {
     let env = world.env("crashing");
     let start = async || {
         let mut process = ServiceProcess::start(env!("CARGO_BIN_EXE_stats-aggregator"), "ADMIN_ADDR", &env);
-        process.wait_for("/readyz", 200, Duration::from_secs(60)).await;
+        process.wait_for("/readyz", 200, Duration::from_secs(180)).await;
         process
     };
     let third = world.records.len() / 3;
