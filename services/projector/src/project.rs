@@ -108,11 +108,19 @@ fn decode(record: &Record) -> Result<OrderEvent, String> {
     let payload = record.payload.as_deref().ok_or("the record has no value")?;
     let (_, event) = decode_event(payload).map_err(|e| format!("undecodable event: {e}"))?;
     let order_id = event.order_id.to_string();
+    expect_key(record, &order_id, || format!("the event's order id {order_id}"))?;
+    Ok(event)
+}
+
+/// `Ok` when the record's key is `id`; else the dead-letter reason: the key found is not
+/// `what()` (built only then).
+pub(crate) fn expect_key(record: &Record, id: &str, what: impl FnOnce() -> String) -> Result<(), String> {
     match record.key.as_deref() {
-        Some(key) if key == order_id.as_bytes() => Ok(event),
+        Some(key) if key == id.as_bytes() => Ok(()),
         key => Err(format!(
-            "the record key `{}` is not the event's order id {order_id}",
-            String::from_utf8_lossy(key.unwrap_or_default())
+            "the record key `{}` is not {}",
+            String::from_utf8_lossy(key.unwrap_or_default()),
+            what()
         )),
     }
 }

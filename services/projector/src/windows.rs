@@ -18,6 +18,8 @@ use deadpool_postgres::Transaction;
 use orders_events::{UserWindowStats, decode_stats};
 use orders_projection::{Batch, DeadLetter, Handler, Outcome, Record};
 
+use crate::project::expect_key;
+
 /// The schema of the windows read model (see `migrations/V4__user_windows.sql`).
 pub const SCHEMA: &str = "window_stats";
 
@@ -63,14 +65,9 @@ fn decode(record: &Record) -> Result<UserWindowStats, String> {
         *at = DateTime::from_timestamp_micros(micros)
             .ok_or_else(|| format!("window time {at} out of range"))?;
     }
-    let user_id = stats.user_id.to_string();
-    match record.key.as_deref() {
-        Some(key) if key == user_id.as_bytes() => Ok(stats),
-        key => Err(format!(
-            "the record key `{}` is not the window's user id `{user_id}`",
-            String::from_utf8_lossy(key.unwrap_or_default())
-        )),
-    }
+    let user_id = stats.user_id.as_str();
+    expect_key(record, user_id, || format!("the window's user id `{user_id}`"))?;
+    Ok(stats)
 }
 
 /// Writes the windows with one statement (one binary array parameter per column).
