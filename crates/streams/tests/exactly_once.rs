@@ -108,47 +108,85 @@ fn start(
     (stop, thread)
 }
 
+/// The topics of one test: an input, its compacted changelog and an output.
+struct Topics {
+    input: String,
+    changelog: String,
+    output: String,
+}
+
+impl Topics {
+    /// `<base>-in`, `<base>-changelog` and `<base>-out` (with `output_config`), of
+    /// `partitions` partitions each.
+    async fn new(kafka: &mut TestKafka, base: &str, partitions: i32, output_config: &[(&str, &str)]) -> Self {
+        let input = kafka.topic(&format!("{base}-in"), partitions).await;
+        let changelog = kafka
+            .topic_with(&format!("{base}-changelog"), partitions, &[("cleanup.policy", "compact")])
+            .await;
+        let output = kafka.topic_with(&format!("{base}-out"), partitions, output_config).await;
+        Self { input, changelog, output }
+    }
+
+    /// The settings of application `app` on them, instance `<app>-0`.
+    fn settings(&self, kafka: &TestKafka, app: &str) -> Settings {
+        Settings::new(
+            kafka.name(app),
+            kafka.name(&format!("{app}-0")),
+            &[(self.input.as_str(), self.changelog.as_str())],
+            kafka.client_config(),
+        )
+    }
+}
+
+/// The count of each window (`key@start`) that `records` (key, timestamp) make.
+fn counts_of(records: &[(String, i64)]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for (key, ts) in records {
+        *counts.entry(format!("{key}@{}", ts.div_euclid(1000) * 1000)).or_default() += 1;
+    }
+    counts
+}
+
+/// Receives final counts until every window of `expected` has one; fails after
+/// `deadline`, or as soon as `running` (when given) ends.
+async fn receive_all(
+    reader: &rdkafka::consumer::StreamConsumer,
+    seen: &mut BTreeMap<String, Vec<u64>>,
+    expected: &BTreeMap<String, u64>,
+    deadline: Instant,
+    running: Option<&std::thread::JoinHandle<Result<(), RunError>>>,
+) {
+    while expected.keys().any(|key| !seen.contains_key(key)) {
+        assert!(!running.is_some_and(|run| run.is_finished()), "the run ended before every window was final");
+        assert!(Instant::now() < deadline, "{} of {} windows final", seen.len(), expected.len());
+        receive(reader, seen, Duration::from_secs(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_stream_neither_loses_nor_doubles_a_count() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
     let mut kafka = TestKafka::new().await;
-    let input = kafka.topic("counts-in", PARTITIONS).await;
-    let changelog = kafka.topic_with("counts-changelog", PARTITIONS, &[("cleanup.policy", "compact")]).await;
-    let output = kafka.topic("counts-out", PARTITIONS).await;
+    let topics = Topics::new(&mut kafka, "counts", PARTITIONS, &[]).await;
+    let (input, output) = (&topics.input, &topics.output);
 
     // Timestamps rise by 2 ms per record with a jitter of up to 300 ms back (under
     // the grace), then a record per partition far ahead closes every window.
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    let producer: FutureProducer = kafka.client_config().set("enable.idempotence", "true").create().unwrap();
-    let mut records = Vec::new();
-    for i in 0..RECORDS {
-        let key = format!("key-{}", i % KEYS);
-        let ts = i as i64 * 2 - ((i * 7919) % 150) as i64 * 2;
-        *expected.entry(format!("{key}@{}", ts.div_euclid(1000) * 1000)).or_default() += 1;
-        records.push((key, ts.to_string()));
-    }
-    let mut sends = Vec::new();
+    let records: Vec<(String, i64)> = (0..RECORDS)
+        .map(|i| (format!("key-{}", i % KEYS), i as i64 * 2 - ((i * 7919) % 150) as i64 * 2))
+        .collect();
+    let expected = counts_of(&records);
     // Two thirds before the first instance, the rest after its crash.
     let (before, after) = records.split_at(RECORDS * 2 / 3);
-    for (key, ts) in before {
-        sends.push(producer.send(FutureRecord::to(&input).key(key).payload(ts), Duration::from_secs(30)));
-    }
-    for sent in futures::future::join_all(sends).await {
-        sent.map_err(|(e, _)| e).unwrap();
-    }
-    let mut settings = Settings::new(
-        kafka.name("counts"),
-        kafka.name("counts-0"),
-        &[(input.as_str(), changelog.as_str())],
-        kafka.client_config(),
-    );
+    produce(&kafka, input, before).await;
+    let mut settings = topics.settings(&kafka, "counts");
     settings.max_records_per_transaction = 500;
 
     // The first instance: halted once some outputs are committed.
-    let reader = kafka.consumer_from_start(&output, PARTITIONS);
-    let (stop, first) = start(&settings, &output);
+    let reader = kafka.consumer_from_start(output, PARTITIONS);
+    let (stop, first) = start(&settings, output);
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < 20 {
@@ -160,26 +198,14 @@ async fn a_crash_mid_stream_neither_loses_nor_doubles_a_count() {
 
     // The rest, and far-ahead records that close every window; then the second
     // instance, with the same transactional id.
-    let sends = after.iter().map(|(key, ts)| {
-        producer.send(FutureRecord::to(&input).key(key).payload(ts), Duration::from_secs(30))
-    });
-    for sent in futures::future::join_all(sends).await {
-        sent.map_err(|(e, _)| e).unwrap();
-    }
+    produce(&kafka, input, after).await;
+    let producer: FutureProducer = kafka.client_config().set("enable.idempotence", "true").create().unwrap();
     for partition in 0..PARTITIONS {
-        let flush = FutureRecord::to(&input).key("flush").payload("1000000000").partition(partition);
+        let flush = FutureRecord::to(input).key("flush").payload("1000000000").partition(partition);
         producer.send(flush, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
     }
-    let (stop, second) = start(&settings, &output);
-    while expected.keys().any(|key| !seen.contains_key(key)) {
-        assert!(
-            Instant::now() < deadline + Duration::from_secs(60),
-            "{} of {} windows final",
-            seen.len(),
-            expected.len()
-        );
-        receive(&reader, &mut seen, Duration::from_secs(5)).await;
-    }
+    let (stop, second) = start(&settings, output);
+    receive_all(&reader, &mut seen, &expected, deadline + Duration::from_secs(60), None).await;
     stop.stop();
     second.join().unwrap().unwrap();
     drop(tokio::task::spawn_blocking(move || drop(reader)));
@@ -222,36 +248,19 @@ async fn produce(kafka: &TestKafka, topic: &str, records: &[(String, i64)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_counts_exactly_when_nothing_fails() {
     let mut kafka = TestKafka::new().await;
-    let input = kafka.topic("alo-in", PARTITIONS).await;
-    let changelog = kafka.topic_with("alo-changelog", PARTITIONS, &[("cleanup.policy", "compact")]).await;
-    let output = kafka.topic("alo-out", PARTITIONS).await;
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    let mut records = Vec::new();
-    for i in 0..2_000_i64 {
-        let key = format!("key-{}", i % 10);
-        *expected.entry(format!("{key}@{}", (i * 3).div_euclid(1000) * 1000)).or_default() += 1;
-        records.push((key, i * 3));
-    }
+    let topics = Topics::new(&mut kafka, "alo", PARTITIONS, &[]).await;
+    let mut records: Vec<(String, i64)> =
+        (0..2_000_i64).map(|i| (format!("key-{}", i % 10), i * 3)).collect();
+    let expected = counts_of(&records);
     // Far ahead, one per key (so one per partition at least): every window closes.
     records.extend((0..10).map(|k| (format!("key-{k}"), 1_000_000_000)));
-    produce(&kafka, &input, &records).await;
-    let settings = Settings {
-        guarantee: Guarantee::AtLeastOnce,
-        ..Settings::new(
-            kafka.name("alo"),
-            "unused",
-            &[(input.as_str(), changelog.as_str())],
-            kafka.client_config(),
-        )
-    };
-    let reader = kafka.consumer_from_start(&output, PARTITIONS);
-    let (stop, running) = start(&settings, &output);
+    produce(&kafka, &topics.input, &records).await;
+    let settings = Settings { guarantee: Guarantee::AtLeastOnce, ..topics.settings(&kafka, "alo") };
+    let reader = kafka.consumer_from_start(&topics.output, PARTITIONS);
+    let (stop, running) = start(&settings, &topics.output);
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while expected.keys().any(|key| !seen.contains_key(key)) {
-        assert!(Instant::now() < deadline, "{} of {} windows final", seen.len(), expected.len());
-        receive(&reader, &mut seen, Duration::from_secs(5)).await;
-    }
+    receive_all(&reader, &mut seen, &expected, deadline, Some(&running)).await;
     stop.stop();
     running.join().unwrap().unwrap();
     drop(tokio::task::spawn_blocking(move || drop(reader)));
@@ -261,18 +270,13 @@ async fn at_least_once_counts_exactly_when_nothing_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_ends_the_run_before_committing_offsets_when_a_delivery_fails() {
     let mut kafka = TestKafka::new().await;
-    let input = kafka.topic("lost-in", 1).await;
-    let changelog = kafka.topic_with("lost-changelog", 1, &[("cleanup.policy", "compact")]).await;
     // The broker refuses the output: its key alone is over the topic's limit.
-    let output = kafka.topic_with("lost-out", 1, &[("max.message.bytes", "1000")]).await;
+    let topics = Topics::new(&mut kafka, "lost", 1, &[("max.message.bytes", "1000")]).await;
     let key = "k".repeat(2_000);
-    produce(&kafka, &input, &[(key.clone(), 0), (key, 1_000_000_000)]).await;
-    let group = kafka.name("lost");
-    let settings = Settings {
-        guarantee: Guarantee::AtLeastOnce,
-        ..Settings::new(&group, "unused", &[(input.as_str(), changelog.as_str())], kafka.client_config())
-    };
-    let (_stop, running) = start(&settings, &output);
+    produce(&kafka, &topics.input, &[(key.clone(), 0), (key, 1_000_000_000)]).await;
+    let settings = Settings { guarantee: Guarantee::AtLeastOnce, ..topics.settings(&kafka, "lost") };
+    let (group, input) = (settings.application_id.clone(), topics.input.clone());
+    let (_stop, running) = start(&settings, &topics.output);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !running.is_finished() {
         assert!(Instant::now() < deadline, "the run went on after a failed delivery");
@@ -335,16 +339,10 @@ impl Topology for Gated {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_counts_as_restoring_until_its_changelog_is_read() {
     let mut kafka = TestKafka::new().await;
-    let input = kafka.topic("gated-in", 1).await;
-    let changelog = kafka.topic_with("gated-changelog", 1, &[("cleanup.policy", "compact")]).await;
-    let output = kafka.topic("gated-out", 1).await;
-    produce(&kafka, &changelog, &[("key-0@0".to_string(), 3)]).await;
-    let settings = Settings::new(
-        kafka.name("gated"),
-        kafka.name("gated-0"),
-        &[(input.as_str(), changelog.as_str())],
-        kafka.client_config(),
-    );
+    let topics = Topics::new(&mut kafka, "gated", 1, &[]).await;
+    produce(&kafka, &topics.changelog, &[("key-0@0".to_string(), 3)]).await;
+    let settings = topics.settings(&kafka, "gated");
+    let output = topics.output.clone();
     let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
     let stop = Stop::new();
     let running = std::thread::spawn({
@@ -377,27 +375,16 @@ async fn a_fenced_producer_is_recreated_and_nothing_is_lost_or_doubled() {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
     let mut kafka = TestKafka::new().await;
-    let input = kafka.topic("fenced-in", PARTITIONS).await;
-    let changelog = kafka.topic_with("fenced-changelog", PARTITIONS, &[("cleanup.policy", "compact")]).await;
-    let output = kafka.topic("fenced-out", PARTITIONS).await;
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    let mut records = Vec::new();
-    for i in 0..3_000_i64 {
-        let key = format!("key-{}", i % 20);
-        *expected.entry(format!("{key}@{}", (i * 2).div_euclid(1000) * 1000)).or_default() += 1;
-        records.push((key, i * 2));
-    }
+    let topics = Topics::new(&mut kafka, "fenced", PARTITIONS, &[]).await;
+    let (input, output) = (&topics.input, &topics.output);
+    let records: Vec<(String, i64)> = (0..3_000_i64).map(|i| (format!("key-{}", i % 20), i * 2)).collect();
+    let expected = counts_of(&records);
     let (before, after) = records.split_at(2_000);
-    produce(&kafka, &input, before).await;
-    let mut settings = Settings::new(
-        kafka.name("fenced"),
-        kafka.name("fenced-0"),
-        &[(input.as_str(), changelog.as_str())],
-        kafka.client_config(),
-    );
+    produce(&kafka, input, before).await;
+    let mut settings = topics.settings(&kafka, "fenced");
     settings.max_records_per_transaction = 200;
-    let reader = kafka.consumer_from_start(&output, PARTITIONS);
-    let (stop, running) = start(&settings, &output);
+    let reader = kafka.consumer_from_start(output, PARTITIONS);
+    let (stop, running) = start(&settings, output);
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < 5 {
@@ -415,17 +402,8 @@ async fn a_fenced_producer_is_recreated_and_nothing_is_lost_or_doubled() {
     .unwrap();
     let mut rest = after.to_vec();
     rest.extend((0..20).map(|k| (format!("key-{k}"), 1_000_000_000)));
-    produce(&kafka, &input, &rest).await;
-    while expected.keys().any(|key| !seen.contains_key(key)) {
-        assert!(!running.is_finished(), "the run ended after the fence: {:?}", running.join());
-        assert!(
-            Instant::now() < deadline + Duration::from_secs(60),
-            "{} of {} windows final",
-            seen.len(),
-            expected.len()
-        );
-        receive(&reader, &mut seen, Duration::from_secs(5)).await;
-    }
+    produce(&kafka, input, &rest).await;
+    receive_all(&reader, &mut seen, &expected, deadline + Duration::from_secs(60), Some(&running)).await;
     stop.stop();
     tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap().unwrap();
     drop(tokio::task::spawn_blocking(move || drop((reader, fencer))));
@@ -439,17 +417,12 @@ async fn a_fenced_producer_is_recreated_and_nothing_is_lost_or_doubled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_partitions_is_not_restoring_once_assigned() {
     let mut kafka = TestKafka::new().await;
-    let input = kafka.topic("idle-in", 1).await;
-    let changelog = kafka.topic_with("idle-changelog", 1, &[("cleanup.policy", "compact")]).await;
-    let output = kafka.topic("idle-out", 1).await;
-    let settings = |instance: &str| {
-        Settings::new(
-            kafka.name("idle"),
-            kafka.name(instance),
-            &[(input.as_str(), changelog.as_str())],
-            kafka.client_config(),
-        )
+    let topics = Topics::new(&mut kafka, "idle", 1, &[]).await;
+    let settings = |instance: &str| Settings {
+        transactional_id: kafka.name(instance),
+        ..topics.settings(&kafka, "idle")
     };
+    let output = &topics.output;
     let wait_for_zero = async |stop: &Stop, who: &str| {
         let deadline = Instant::now() + Duration::from_secs(90);
         while stop.tasks_restoring() != 0 {
@@ -457,9 +430,9 @@ async fn a_member_without_partitions_is_not_restoring_once_assigned() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let (first, first_run) = start(&settings("idle-1"), &output);
+    let (first, first_run) = start(&settings("idle-1"), output);
     wait_for_zero(&first, "the first member").await;
-    let (second, second_run) = start(&settings("idle-2"), &output);
+    let (second, second_run) = start(&settings("idle-2"), output);
     wait_for_zero(&second, "the member without partitions").await;
     for (stop, run) in [(first, first_run), (second, second_run)] {
         stop.stop();
