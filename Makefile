@@ -13,10 +13,10 @@ TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test images
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test images k8s-test
 
 help: ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 print-target-dir:
 	@echo $(CARGO_TARGET_DIR)
@@ -53,8 +53,11 @@ lint: toolchain ## format check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: up lint chart-test ## everything the tests need, then format check, clippy, the chart's checks and every test
+test: up lint chart-test compose-test ## everything the tests need, then format check, clippy, the chart's and compose.yaml's checks and every test
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+compose-test: ## compose.yaml: loaded as Docker Compose does (schema, merges, dependencies), then its promises
+	deploy/compose/test.sh
 
 images: toolchain ## the five service images, with podman from the release binaries (offline: a base made from Debian's packages), then checked
 	deploy/local/images.sh build
@@ -62,6 +65,9 @@ images: toolchain ## the five service images, with podman from the release binar
 
 chart-test: ## the Helm chart: lint, render, validate against Kubernetes' schemas, its promises (installs helm on first use)
 	k8s/test.sh
+
+k8s-test: up images ## the rendered chart played with podman against the local Kafka and PostgreSQL: migrations, readiness, orders end to end
+	k8s/play.sh
 
 bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run; report in .local/bench/report.md
 	mkdir -p $(dir $(BENCH_REPORT))

@@ -11,6 +11,9 @@
 #           and recovers after a crash (stale pid files, a killed broker).
 #   down    stop only what this script started.
 #   status  say what runs, where, and where its log is; exit 1 when something is down.
+#   namespace create|delete NAME
+#           an isolated copy of the databases and topics, named NAME_<database> and
+#           NAME.<topic>, made anew or deleted (both running already).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -226,13 +229,15 @@ kafka_wait() {
 
 topic_tool() { kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"; }
 
+# The topics of deploy/topics.txt that do not exist yet, their names prefixed with $1 (none by default).
 kafka_topics() {
-  local existing
+  local prefix=${1:-} existing
   existing=$(topic_tool --list 2>>"$KAFKA_HOME/topics.log") ||
     die "Kafka does not answer admin requests; see $KAFKA_HOME/kafka.log and $KAFKA_HOME/topics.log"
   local name partitions configs args
   while read -r name partitions configs; do
     case "$name" in '' | '#'*) continue ;; esac
+    name=$prefix$name
     if grep -qxF "$name" <<<"$existing"; then continue; fi
     args=(--create --if-not-exists --topic "$name" --partitions "$partitions" --replication-factor 1)
     local kv
@@ -240,6 +245,38 @@ kafka_topics() {
     log "creating topic $name ($partitions partitions${configs:+, $configs})"
     topic_tool "${args[@]}" >>"$KAFKA_HOME/topics.log" 2>&1 || die "creating topic $name failed; see $KAFKA_HOME/topics.log"
   done <"$ROOT/deploy/topics.txt"
+}
+
+# An isolated copy of the platform's state for one run of something (make k8s-test plays the
+# chart in one): databases <ns>_<database> and topics <ns>.<topic>, made anew (what an earlier
+# run left is deleted first) or deleted.
+namespace_create() {
+  local ns=$1 db
+  namespace_delete "$ns"
+  for db in "${DATABASES[@]}"; do
+    log "creating database ${ns}_$db"
+    psql_admin -c "create database ${ns}_$db" >/dev/null
+  done
+  kafka_topics "$ns."
+}
+
+namespace_delete() {
+  local ns=$1 db
+  for db in "${DATABASES[@]}"; do
+    PGOPTIONS='-c client_min_messages=warning' psql_admin -c "drop database if exists ${ns}_$db with (force)" >/dev/null
+  done
+  if topic_tool --list 2>>"$KAFKA_HOME/topics.log" | grep -q "^$ns\."; then
+    log "deleting the topics $ns.*"
+    topic_tool --delete --if-exists --topic "$ns\\..*" >>"$KAFKA_HOME/topics.log" 2>&1 ||
+      die "deleting the topics $ns.* failed; see $KAFKA_HOME/topics.log"
+    # Deletion completes in the background: wait until the names are free again.
+    local i
+    for i in $(seq 1 60); do
+      topic_tool --list 2>>"$KAFKA_HOME/topics.log" | grep -q "^$ns\." || return 0
+      sleep 1
+    done
+    die "the topics $ns.* are still there 60 s after their deletion; see $KAFKA_HOME/kafka.log"
+  fi
 }
 
 kafka_down() {
@@ -294,8 +331,18 @@ case "${1:-}" in
     fi
     ;;
   status) status ;;
+  namespace)
+    case "${2:-}:${3:-}" in
+      create:?* | delete:?*)
+        # It names databases unquoted and starts topic patterns.
+        [[ $3 =~ ^[a-z][a-z0-9_]*$ ]] || die "a namespace is lower-case letters, digits and _: '$3'"
+        "namespace_$2" "$3"
+        ;;
+      *) die "usage: $0 namespace create|delete NAME" ;;
+    esac
+    ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|namespace" >&2
     exit 2
     ;;
 esac

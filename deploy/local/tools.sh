@@ -2,11 +2,14 @@
 # Tools the chart's checks need, installed on first use into a cache outside the clone
 # (so fresh clones reuse them), from the package registries only:
 #   helm     the Helm CLI, built with `go install` from the Go module proxy;
+#   compose-check
+#            deploy/compose/check (compose-go, the loader of Docker Compose), built with
+#            `go build` from the Go module proxy, rebuilt when its sources change;
 #   python   a virtualenv with the pinned Python test tools of
 #            deploy/local/requirements-test.txt (kubernetes-validate, pytest, PyYAML),
 #            rebuilt when that file changes.
 #
-# Usage: deploy/local/tools.sh helm|python
+# Usage: deploy/local/tools.sh helm|compose-check|python
 # Prints the path of the tool's executable (for python: the virtualenv's bin directory)
 # on stdout; progress goes to stderr.
 set -euo pipefail
@@ -27,12 +30,27 @@ die() {
 helm_path() {
   local bin=$TOOLS/helm-$HELM_VERSION/helm
   if [ ! -x "$bin" ]; then
-    command -v go >/dev/null || apt_install golang-go ca-certificates
-    command -v go >/dev/null || die "building helm needs Go 1.24 or later (https://go.dev/dl)"
+    ensure_go helm
     log "building helm $HELM_VERSION with go install (once; a few minutes)"
     mkdir -p "$TOOLS/helm-$HELM_VERSION"
     GOBIN="$TOOLS/helm-$HELM_VERSION" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2 ||
       die "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed"
+  fi
+  echo "$bin"
+}
+
+ensure_go() {
+  command -v go >/dev/null || apt_install golang-go ca-certificates
+  command -v go >/dev/null || die "building $1 needs Go 1.24 or later (https://go.dev/dl)"
+}
+
+compose_check_path() {
+  local src=$ROOT/deploy/compose/check bin
+  bin=$TOOLS/compose-check-$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | md5sum | cut -c1-12)/compose-check
+  if [ ! -x "$bin" ]; then
+    ensure_go compose-check
+    log "building compose-check (once; about a minute)"
+    (cd "$src" && go build -o "$bin" .) >&2 || die "go build of deploy/compose/check failed"
   fi
   echo "$bin"
 }
@@ -55,6 +73,7 @@ python_path() {
 
 case "${1:-}" in
   helm) helm_path ;;
+  compose-check) compose_check_path ;;
   python) python_path ;;
-  *) die "usage: $0 helm|python" ;;
+  *) die "usage: $0 helm|compose-check|python" ;;
 esac

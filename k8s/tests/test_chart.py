@@ -80,6 +80,8 @@ def test_pods_run_unprivileged(objects):
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert pod["automountServiceAccountToken"] is False, name
+        # Only the local play (k8s/play) shares the node's network.
+        assert "hostNetwork" not in pod, name
         for container in pod["containers"]:
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, name
@@ -165,7 +167,8 @@ def test_no_credential_is_inlined(objects):
 
 def test_services_that_own_a_schema_migrate_before_they_roll(objects):
     jobs = {j["metadata"]["name"].rsplit("-migrate-", 1)[0]: j for j in of_kind(objects, "Job").values()}
-    assert set(jobs) == {"command-service", "projector"}
+    # The owners of a database; the relay uses command-service's.
+    assert set(jobs) == {"command-service", "projector", "order-processor"}
     for job in jobs.values():
         assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         (container,) = job["spec"]["template"]["spec"]["containers"]

@@ -50,11 +50,16 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end }}
 {{- end -}}
 
-{{/* The pod spec parts every workload shares: no API token, security, pull secrets. */}}
+{{/* The pod spec parts every workload shares: no API token, security, the host's network
+when asked, pull secrets. */}}
 {{- define "orders.podCommon" -}}
 automountServiceAccountToken: false
 securityContext:
   {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- if .root.Values.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
 {{- with .root.Values.image.pullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}

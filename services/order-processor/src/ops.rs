@@ -1,6 +1,7 @@
 //! Operations run by hand with the processor's configuration (`order-processor
 //! <subcommand>`), instead of the service:
 //!
+//! - `migrate` applies the schema (the migrate job of the Helm chart);
 //! - `stock set SKU N` sets the available stock of a SKU (tracking it from then on);
 //!   `stock list` prints every tracked SKU;
 //! - `dlq list` prints this processor's dead letters (reason, origin, key, age,
@@ -32,6 +33,9 @@ use crate::{Config, SERVICE, inventory, saga::Saga};
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
+    /// Applies the database migrations, then exits (the service also applies them when it
+    /// starts; a deployment runs this first, as its migrate job).
+    Migrate,
     /// The stock of tracked SKUs.
     #[command(subcommand)]
     Stock(StockCommand),
@@ -123,6 +127,10 @@ async fn execute(config: &Config, command: &Command) -> anyhow::Result<ExitCode>
     let saga = Saga::new(pool.clone(), &config.consumer_group, &config.commands_topic).router();
     let retry = config.consumer_settings().retry;
     match command {
+        Command::Migrate => {
+            crate::migrate(&pool, &config.consumer_group).await.context("apply the migrations")?;
+            writeln!(out, "migrations applied")?;
+        }
         Command::Stock(StockCommand::Set { sku, available }) => {
             let stock = inventory::set(&pool, sku, *available).await.context("set the stock")?;
             writeln!(out, "{}", serde_json::to_string(&stock)?)?;

@@ -106,13 +106,7 @@ impl World {
     /// Runs `order-processor <args>` against this world's database; its exit status
     /// and standard output.
     fn cli(&self, args: &[&str]) -> (bool, String) {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-processor"))
-            .args(args)
-            .env("DATABASE_URL", self.db.url())
-            .env("CONSUMER_GROUP", &self.group)
-            .output()
-            .expect("run order-processor");
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+        cli(&self.db, &self.group, args)
     }
 
     fn url(&self, path: &str) -> String {
@@ -167,6 +161,18 @@ impl World {
             .expect("receive");
         decode_command(message.payload().unwrap_or_default()).expect("a command envelope")
     }
+}
+
+/// Runs `order-processor <args>` against `db` as consumer `group`; its exit status and
+/// standard output.
+fn cli(db: &TestDatabase, group: &str, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-processor"))
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env("CONSUMER_GROUP", group)
+        .output()
+        .expect("run order-processor");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn event(order: OrderId, version: u64, payload: OrderEventPayload) -> (EventMetadata, OrderEvent) {
@@ -337,4 +343,21 @@ async fn the_dlq_tool_lists_replays_and_discards() {
     let (ok, stock) = world.cli(&["stock", "list"]);
     assert!(ok && stock.contains(r#""sku":"SKU-T","available":6"#), "{stock}");
     world.stop().await;
+}
+
+/// `order-processor migrate` (the chart's migrate job) makes a new database usable by the
+/// tools and the service, and a second run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema_then_exits() {
+    let db = TestDatabase::create().await;
+    let (ok, _) = cli(&db, "processor", &["stock", "list"]);
+    assert!(!ok, "a new database has no inventory table");
+    for run in ["first", "second"] {
+        let (ok, out) = cli(&db, "processor", &["migrate"]);
+        assert!(ok && out.contains("migrations applied"), "{run} migrate: {out}");
+    }
+    let (ok, out) = cli(&db, "processor", &["stock", "set", "SKU-M", "3"]);
+    assert!(ok && out.contains(r#""sku":"SKU-M""#), "the inventory is usable: {out}");
+    let (ok, out) = cli(&db, "processor", &["dlq", "list"]);
+    assert!(ok && out.contains("no dead letters"), "the consumer's tables are there: {out}");
 }
