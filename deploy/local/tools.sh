@@ -5,11 +5,13 @@
 #   compose-check
 #            deploy/compose/check (compose-go, the loader of Docker Compose), built with
 #            `go build` from the Go module proxy, rebuilt when its sources change;
+#   promtool Prometheus' rule checker, taken out of Debian's `prometheus` package
+#            (downloaded and unpacked, not installed: no Prometheus server is set up);
 #   python   a virtualenv with the pinned Python test tools of
 #            deploy/local/requirements-test.txt (kubernetes-validate, pytest, PyYAML),
 #            rebuilt when that file changes.
 #
-# Usage: deploy/local/tools.sh helm|compose-check|python
+# Usage: deploy/local/tools.sh helm|compose-check|promtool|python
 # Prints the path of the tool's executable (for python: the virtualenv's bin directory)
 # on stdout; progress goes to stderr.
 set -euo pipefail
@@ -55,6 +57,25 @@ compose_check_path() {
   echo "$bin"
 }
 
+promtool_path() {
+  local bin=$TOOLS/promtool/usr/bin/promtool
+  if [ ! -x "$bin" ]; then
+    log "unpacking promtool from Debian's prometheus package (once)"
+    local tmp
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+      # A machine whose package lists were never fetched.
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      (cd "$tmp" && apt-get download prometheus >&2) || die "apt-get download prometheus failed"
+    fi
+    rm -rf "$TOOLS/promtool" && mkdir -p "$TOOLS/promtool"
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+    mkdir -p "$TOOLS/promtool/usr/bin" && mv "$tmp/root/usr/bin/promtool" "$bin"
+    rm -rf "$tmp"
+  fi
+  echo "$bin"
+}
+
 python_path() {
   # Keyed by the requirements' content: editing them builds a fresh virtualenv.
   local venv
@@ -74,6 +95,7 @@ python_path() {
 case "${1:-}" in
   helm) helm_path ;;
   compose-check) compose_check_path ;;
+  promtool) promtool_path ;;
   python) python_path ;;
-  *) die "usage: $0 helm|compose-check|python" ;;
+  *) die "usage: $0 helm|compose-check|promtool|python" ;;
 esac

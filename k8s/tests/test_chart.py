@@ -4,6 +4,7 @@ RENDERED is the directory k8s/test.sh rendered the default and the production va
 into; HELM and CHART let a test render with other values.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -192,3 +193,17 @@ def test_the_topics_are_the_contracts():
             assert str(config.get(key)) == value, f"{name}: {key}"
     strimzi = of_kind(load((RENDERED / "production.yaml").read_text()), "KafkaTopic")
     assert {t["spec"]["topicName"] for t in strimzi.values()} == set(listed)
+
+
+def test_production_ships_the_alerts_and_the_dashboard_of_deploy_observability():
+    objects = load((RENDERED / "production.yaml").read_text())
+    (rule,) = of_kind(objects, "PrometheusRule").values()
+    alerts = yaml.safe_load((ROOT / "deploy" / "observability" / "alerts.yml").read_text())
+    assert rule["spec"] == alerts
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    dashboard = of_kind(objects, "ConfigMap")["orders-platform-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(dashboard["data"]["orders-platform.json"])
+    assert shipped == json.loads((ROOT / "deploy" / "observability" / "dashboard.json").read_text())
+    # Off by default: a cluster without the Prometheus Operator has no such kind.
+    assert not of_kind(load((RENDERED / "default.yaml").read_text()), "PrometheusRule")

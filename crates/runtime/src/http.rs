@@ -4,7 +4,8 @@
 //!   on other systems.
 //! - `GET /readyz`: every readiness [`Probe`](crate::Probe) passes; `503` otherwise, and
 //!   from the moment shutdown begins, so load balancers stop sending work. The JSON body
-//!   names each probe and why it failed.
+//!   names each probe and why it failed. The gauge `service_ready` keeps its answer
+//!   (1 or 0) for alerting.
 //! - `GET /metrics`: Prometheus text format.
 //!
 //! Every request runs in a span that continues the caller's `traceparent`, and is
@@ -68,8 +69,13 @@ async fn healthz(ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "service": ops.service, "status": "alive" }))
 }
 
+/// `service_ready`: 1 while every probe passes, else 0, as of the last `/readyz` (which
+/// Kubernetes asks every few seconds).
+const READY: &str = "service_ready";
+
 async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
     if ops.draining.is_cancelled() {
+        metrics::gauge!(READY).set(0.0);
         return HttpResponse::ServiceUnavailable().json(Readiness {
             service: ops.service,
             status: "shutting down",
@@ -82,6 +88,7 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
     };
     let checks = check_all(&probes, ops.probe_deadline).await;
     let ready = checks.iter().all(|c| c.ok);
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
     let body = Readiness { service: ops.service, status: if ready { "ready" } else { "not ready" }, checks };
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }

@@ -73,7 +73,8 @@ impl Running {
 #[derive(Debug)]
 pub struct System {
     _databases: [TestDatabase; 3],
-    _kafka: TestKafka,
+    kafka: TestKafka,
+    orders_topic: String,
     http: reqwest::Client,
     services: Vec<Running>,
 }
@@ -157,7 +158,8 @@ impl System {
         .await;
         Self {
             _databases: [write, read, own],
-            _kafka: kafka,
+            kafka,
+            orders_topic: orders,
             http: reqwest::Client::new(),
             services: vec![command_service, relay, projector, processor, aggregator],
         }
@@ -167,6 +169,15 @@ impl System {
     pub fn url(&self, service: &str, path: &str) -> String {
         let running = self.services.iter().find(|s| s.name == service).expect("a service of the system");
         format!("http://{}{path}", running.addr)
+    }
+
+    /// Produces `payload` as is to the `orders` topic under `key`, beside the events the
+    /// relay publishes (a poison record, for instance).
+    pub async fn send_raw_to_orders(&self, key: &str, payload: &[u8]) {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = self.kafka.client_config().create().expect("a producer");
+        let record = FutureRecord::to(&self.orders_topic).key(key).payload(payload);
+        producer.send(record, DEADLINE).await.map_err(|(e, _)| e).expect("produce to orders");
     }
 
     /// `GET path` on `service`: the status and the JSON body (`null` when there is none).

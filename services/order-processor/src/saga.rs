@@ -9,6 +9,8 @@
 //!   `ShipOrder`.
 //! - `OrderShipped`: the reserved units are shipped (on-hand stock goes down).
 //! - `OrderCancelled`: the reservation, if any, is released.
+//!
+//! Each step is counted in [`OUTCOMES`] once it committed.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -23,6 +25,23 @@ use uuid::Uuid;
 
 /// A decoded order event.
 pub type Event = (EventMetadata, OrderEvent);
+
+/// `saga_outcomes_total{outcome}`: the saga's steps, counted once their transaction
+/// committed: `reserved`, `out_of_stock` (`CancelOrder` sent), `shipment_requested`
+/// (`ShipOrder` sent), `shipped`, `released`.
+pub const OUTCOMES: &str = "saga_outcomes_total";
+
+/// What one event made the saga do: the commands to send, and the outcome to count
+/// (none for an order that is not this warehouse's).
+#[derive(Debug)]
+struct Step {
+    commands: Vec<OrderCommand>,
+    outcome: Option<&'static str>,
+}
+
+impl Step {
+    const NONE: Self = Self { commands: Vec::new(), outcome: None };
+}
 
 /// The saga's handlers and what they need.
 #[derive(Debug, Clone)]
@@ -69,7 +88,7 @@ impl Saga {
             return Ok(()); // handled before: its effect and commands are there
         }
         let order = event.order_id.as_uuid();
-        let commands = match &event.payload {
+        let Step { commands, outcome } = match &event.payload {
             OrderEventPayload::Created { items, .. } => {
                 let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
                 for item in items {
@@ -79,18 +98,20 @@ impl Saga {
             }
             OrderEventPayload::Paid { .. } => self.ship(&tx, order).await?,
             OrderEventPayload::Shipped { .. } => {
-                self.settle(&tx, order, "shipped", include_str!("sql/ship_stock.sql")).await?;
-                Vec::new()
+                self.settle(&tx, order, "shipped", include_str!("sql/ship_stock.sql")).await?
             }
             OrderEventPayload::Cancelled { .. } => {
-                self.settle(&tx, order, "released", include_str!("sql/release_stock.sql")).await?;
-                Vec::new()
+                self.settle(&tx, order, "released", include_str!("sql/release_stock.sql")).await?
             }
         };
         let messages: Vec<OutboxMessage> =
             commands.into_iter().map(|command| self.command(&metadata, &event, command)).collect();
         orders_outbox::write(&tx, &messages.iter().collect::<Vec<_>>()).await.map_err(db)?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        if let Some(outcome) = outcome {
+            metrics::counter!(OUTCOMES, "outcome" => outcome).increment(1);
+        }
+        Ok(())
     }
 
     /// Reserves every tracked line of `wanted`, or none and answers `CancelOrder`.
@@ -99,13 +120,13 @@ impl Saga {
         tx: &Transaction<'_>,
         order: Uuid,
         wanted: &BTreeMap<&str, i64>,
-    ) -> Result<Vec<OrderCommand>, Failure> {
+    ) -> Result<Step, Failure> {
         let skus: Vec<&str> = wanted.keys().copied().collect();
         let lock = tx.prepare_cached(include_str!("sql/lock_stock.sql")).await.map_err(db)?;
         let tracked: Vec<(String, i64)> =
             tx.query(&lock, &[&skus]).await.map_err(db)?.iter().map(|r| (r.get(0), r.get(1))).collect();
         if tracked.is_empty() {
-            return Ok(Vec::new()); // not this warehouse's order
+            return Ok(Step::NONE); // not this warehouse's order
         }
         let short: Vec<String> = tracked
             .iter()
@@ -119,7 +140,10 @@ impl Saga {
             self.outcome(tx, order, "cancel requested", &reason).await?;
             let reason =
                 CancelReason::new(truncate(&reason, CancelReason::MAX_LEN)).map_err(Failure::permanent)?;
-            return Ok(vec![OrderCommand::Cancel(CancelOrder::new(reason))]);
+            return Ok(Step {
+                commands: vec![OrderCommand::Cancel(CancelOrder::new(reason))],
+                outcome: Some("out_of_stock"),
+            });
         }
         let reserve = tx.prepare_cached(include_str!("sql/reserve.sql")).await.map_err(db)?;
         let insert = tx.prepare_cached(include_str!("sql/insert_reservation.sql")).await.map_err(db)?;
@@ -130,14 +154,14 @@ impl Saga {
         }
         let detail = tracked.iter().map(|(sku, _)| sku.as_str()).collect::<Vec<_>>().join(", ");
         self.outcome(tx, order, "reserved", &detail).await?;
-        Ok(Vec::new())
+        Ok(Step { commands: Vec::new(), outcome: Some("reserved") })
     }
 
     /// Creates the shipment of a reserved order and answers `ShipOrder`.
-    async fn ship(&self, tx: &Transaction<'_>, order: Uuid) -> Result<Vec<OrderCommand>, Failure> {
+    async fn ship(&self, tx: &Transaction<'_>, order: Uuid) -> Result<Step, Failure> {
         let lines = tx.prepare_cached(include_str!("sql/reserved_lines.sql")).await.map_err(db)?;
         if tx.query(&lines, &[&order]).await.map_err(db)?.is_empty() {
-            return Ok(Vec::new()); // nothing of this warehouse to ship
+            return Ok(Step::NONE); // nothing of this warehouse to ship
         }
         // Random (v4), not time-ordered (v7): a v7 prefix repeats within a millisecond.
         let shipment_id = format!("SHP-{}", Uuid::new_v4().simple());
@@ -149,7 +173,7 @@ impl Saga {
             ShipmentId::new(shipment_id).map_err(Failure::permanent)?,
             TrackingNumber::new(tracking).map_err(Failure::permanent)?,
         );
-        Ok(vec![OrderCommand::Ship(command)])
+        Ok(Step { commands: vec![OrderCommand::Ship(command)], outcome: Some("shipment_requested") })
     }
 
     /// Moves the order's reserved units to `state`, adjusting stock with `stock_sql`.
@@ -157,9 +181,9 @@ impl Saga {
         &self,
         tx: &Transaction<'_>,
         order: Uuid,
-        state: &str,
+        state: &'static str,
         stock_sql: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<Step, Failure> {
         let lines = tx.prepare_cached(include_str!("sql/reserved_lines.sql")).await.map_err(db)?;
         let settle = tx.prepare_cached(include_str!("sql/settle_reservation.sql")).await.map_err(db)?;
         let stock = tx.prepare_cached(stock_sql).await.map_err(db)?;
@@ -169,10 +193,11 @@ impl Saga {
             tx.execute(&settle, &[&order, sku, &state]).await.map_err(db)?;
             tx.execute(&stock, &[sku, quantity]).await.map_err(db)?;
         }
-        if !reserved.is_empty() {
-            self.outcome(tx, order, state, "").await?;
+        if reserved.is_empty() {
+            return Ok(Step::NONE);
         }
-        Ok(())
+        self.outcome(tx, order, state, "").await?;
+        Ok(Step { commands: Vec::new(), outcome: Some(state) })
     }
 
     async fn outcome(
