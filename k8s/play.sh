@@ -76,7 +76,8 @@ teardown() {
     [ -f "$OUT/$file.yaml" ] && podman kube down "$OUT/$file.yaml" >/dev/null 2>&1 || true
   done
   remove_secrets
-  "$ROOT/deploy/local/infra.sh" namespace delete "$NAMESPACE" >/dev/null || true
+  "$ROOT/deploy/local/infra.sh" namespace delete "$NAMESPACE" >/dev/null ||
+    log "WARNING: the namespace $NAMESPACE (databases ${NAMESPACE}_*, topics $NAMESPACE.*) is left; the next run deletes it"
   log "done in $(($(date +%s) - started)) s (exit $rc)"
 }
 trap teardown EXIT
@@ -128,8 +129,9 @@ log "ready $(($(date +%s) - started)) s after the start"
 
 # The pods run as the chart says: its user, a read-only root filesystem, no capability.
 for name in $(containers); do
-  read -r user readonly caps < <(podman inspect --format \
-    '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{len .EffectiveCaps}}' "$name")
+  info=$(podman inspect --format '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{len .EffectiveCaps}}' "$name") ||
+    die "podman inspect $name failed"
+  read -r user readonly caps <<<"$info"
   [ "${user%%:*}" = 65532 ] && [ "$readonly" = true ] && [ "$caps" = 0 ] ||
     die "$name runs as '$user', read-only root filesystem $readonly, $caps capabilities"
 done

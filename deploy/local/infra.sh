@@ -265,18 +265,25 @@ namespace_delete() {
   for db in "${DATABASES[@]}"; do
     PGOPTIONS='-c client_min_messages=warning' psql_admin -c "drop database if exists ${ns}_$db with (force)" >/dev/null
   done
-  if topic_tool --list 2>>"$KAFKA_HOME/topics.log" | grep -q "^$ns\."; then
-    log "deleting the topics $ns.*"
-    topic_tool --delete --if-exists --topic "$ns\\..*" >>"$KAFKA_HOME/topics.log" 2>&1 ||
-      die "deleting the topics $ns.* failed; see $KAFKA_HOME/topics.log"
-    # Deletion completes in the background: wait until the names are free again.
-    local i
-    for i in $(seq 1 60); do
-      topic_tool --list 2>>"$KAFKA_HOME/topics.log" | grep -q "^$ns\." || return 0
-      sleep 1
-    done
-    die "the topics $ns.* are still there 60 s after their deletion; see $KAFKA_HOME/kafka.log"
-  fi
+  namespace_topics "$ns" || return 0
+  log "deleting the topics $ns.*"
+  topic_tool --delete --if-exists --topic "$ns\\..*" >>"$KAFKA_HOME/topics.log" 2>&1 ||
+    die "deleting the topics $ns.* failed; see $KAFKA_HOME/topics.log"
+  # Deletion completes in the background: wait until the names are free again.
+  local i
+  for i in $(seq 1 60); do
+    namespace_topics "$ns" || return 0
+    sleep 1
+  done
+  die "the topics $ns.* are still there 60 s after their deletion; see $KAFKA_HOME/kafka.log"
+}
+
+# Whether topics <ns>.* exist; dies when Kafka does not answer (rather than taking that for none).
+namespace_topics() {
+  local listed
+  listed=$(topic_tool --list 2>>"$KAFKA_HOME/topics.log") ||
+    die "Kafka does not answer admin requests; see $KAFKA_HOME/kafka.log and $KAFKA_HOME/topics.log"
+  grep -q "^$1\." <<<"$listed"
 }
 
 kafka_down() {

@@ -41,9 +41,14 @@ helm_path() {
   echo "$bin"
 }
 
+# Go 1.24 or later (helm 3.22 and compose-go need it). Debian 12's own golang-go is 1.19:
+# installed when there is no Go at all, it is refused with the same message as any old Go.
 ensure_go() {
   command -v go >/dev/null || apt_install golang-go ca-certificates
-  command -v go >/dev/null || die "building $1 needs Go 1.24 or later (https://go.dev/dl)"
+  local version
+  version=$(go env GOVERSION 2>/dev/null | sed 's/^go//') || version=
+  [ -n "$version" ] && printf '%s\n1.24\n' "$version" | sort -V -C -r ||
+    die "building $1 needs Go 1.24 or later (found: ${version:-none}); install it from https://go.dev/dl and put it on PATH"
 }
 
 compose_check_path() {
@@ -63,6 +68,7 @@ promtool_path() {
     log "unpacking promtool from Debian's prometheus package (once)"
     local tmp
     tmp=$(mktemp -d)
+    trap "rm -rf '$tmp'" EXIT
     if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
       # A machine whose package lists were never fetched.
       as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

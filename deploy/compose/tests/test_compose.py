@@ -79,7 +79,8 @@ def test_each_service_starts_after_its_topics_and_migrations(services, name):
     assert depends[f"{owner}-migrate"]["condition"] == "service_completed_successfully"
     migrate = services[f"{owner}-migrate"]
     assert migrate["command"] == ["migrate"]
-    assert migrate["image"] == services[owner]["image"]
+    # The image its service builds, built once.
+    assert migrate["image"] == services[owner]["image"] and "build" not in migrate
     assert migrate["environment"]["DATABASE_URL"] == services[owner]["environment"]["DATABASE_URL"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
 
@@ -91,8 +92,16 @@ def test_the_databases_are_made_on_first_start(services):
     assert any(m.endswith("deploy/compose/databases.sql") for m in mounts)
 
 
+def test_postgres_is_ready_only_when_it_answers_over_tcp(services):
+    # While the image initialises its cluster, a server listens on the Unix socket only.
+    assert services["postgres"]["healthcheck"]["test"][-4:] == ["-h", "127.0.0.1", "-U", "postgres"]
+
+
 def test_kafka_is_one_kraft_node_and_the_topics_are_the_contracts(services):
     env = services["kafka"]["environment"]
+    # Its data on the volume, under a fixed cluster id: a new container keeps the topics.
+    assert env["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data" and env["CLUSTER_ID"]
+    assert any(v["target"] == "/var/lib/kafka/data" for v in services["kafka"]["volumes"])
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     # Topics come only from the contract's table, never from a client's typo.
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
