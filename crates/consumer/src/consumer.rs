@@ -128,6 +128,7 @@ impl<H: Handler> Consumer<H> {
     /// a fatal error.
     pub async fn run(self, token: CancellationToken) -> Result<()> {
         let Self { settings, store, handler } = self;
+        metric::describe();
         let held = load_held_keys(&store, &settings, &token).await?;
         let shared = Arc::new(Shared::default());
         let (events_tx, mut events) = mpsc::unbounded_channel();

@@ -60,6 +60,11 @@ impl ConsumerContext for Context {
         if revoked.is_empty() {
             return;
         }
+        // Their lag is the next owner's to report: a stale value here would count twice.
+        for (topic, partition) in &revoked {
+            metrics::gauge!(metric::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                .set(0.0);
+        }
         let _ = self.events.send(Event::Revoked(revoked.clone()));
         let (positions, abandoned) = self.shared.revoke(&revoked, self.revoke_timeout);
         if abandoned > 0 {

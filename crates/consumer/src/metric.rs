@@ -25,8 +25,13 @@ pub const LAG: &str = "consumer_lag_records";
 /// Whether fetching is paused because the buffer is full (gauge, 0 or 1).
 pub const PAUSED: &str = "consumer_paused";
 
-/// Registers descriptions of every metric with the installed recorder.
+/// Registers descriptions of every metric with the installed recorder, and the dead
+/// letter counters at 0: a counter that first appears at 1 shows no increase to
+/// Prometheus, so the first dead letter would alert nobody.
 pub fn describe() {
+    for kind in ["permanent", "exhausted"] {
+        metrics::counter!(DEAD_LETTERS, "kind" => kind).increment(0);
+    }
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(IN_FLIGHT, "Records being handled now.");
     describe_gauge!(BUFFERED, "Records received and not done yet.");

@@ -178,10 +178,25 @@ impl Store {
         selection: &Selection,
         retry: Retry,
     ) -> Result<Outcome> {
+        self.replay_with(handler, selection, retry, |_, _| {}).await
+    }
+
+    /// [`Store::replay`], calling `progress(done, total)` before each dead letter and
+    /// once after the last (for a progress display; the keys are released after that).
+    pub async fn replay_with<H: Handler>(
+        &self,
+        handler: &H,
+        selection: &Selection,
+        retry: Retry,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Outcome> {
         let mut outcome = Outcome::default();
         let mut failed_keys: HashSet<Option<Vec<u8>>> = HashSet::new();
         let mut keys = Vec::new();
-        for letter in self.dead_letters(selection).await? {
+        let letters = self.dead_letters(selection).await?;
+        let total = letters.len();
+        for (done, letter) in letters.into_iter().enumerate() {
+            progress(done, total);
             if failed_keys.contains(&letter.record.key) {
                 continue;
             }
@@ -211,6 +226,7 @@ impl Store {
                 keys.push(letter.record.key);
             }
         }
+        progress(total, total);
         self.release_all(handler, keys, retry, &mut outcome).await?;
         Ok(outcome)
     }
@@ -223,9 +239,23 @@ impl Store {
         selection: &Selection,
         retry: Retry,
     ) -> Result<Outcome> {
+        self.discard_with(handler, selection, retry, |_, _| {}).await
+    }
+
+    /// [`Store::discard`], calling `progress(done, total)` as [`Store::replay_with`] does.
+    pub async fn discard_with<H: Handler>(
+        &self,
+        handler: &H,
+        selection: &Selection,
+        retry: Retry,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Outcome> {
         let mut outcome = Outcome::default();
         let mut keys = Vec::new();
-        for letter in self.dead_letters(selection).await? {
+        let letters = self.dead_letters(selection).await?;
+        let total = letters.len();
+        for (done, letter) in letters.into_iter().enumerate() {
+            progress(done, total);
             let client = self.pool.get().await?;
             let delete = client.prepare_cached(include_str!("sql/delete_dead_letter.sql")).await?;
             client.execute(&delete, &[&self.consumer, &letter.id]).await?;
@@ -235,6 +265,7 @@ impl Store {
                 keys.push(letter.record.key);
             }
         }
+        progress(total, total);
         self.release_all(handler, keys, retry, &mut outcome).await?;
         Ok(outcome)
     }

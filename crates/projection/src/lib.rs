@@ -106,7 +106,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 pub use consumer::{Committed, Projection};
 use deadpool_postgres::Transaction;
-pub use metadata::topic_partitions;
+pub use metadata::{topic_partitions, watermarks};
 pub use settings::{Settings, consumer_config};
 
 /// DDL of the positions table (see the [crate docs](crate)).

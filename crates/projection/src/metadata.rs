@@ -34,6 +34,21 @@ fn partitions_of(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
     Ok(partitions)
 }
 
+/// The low and high watermarks of every partition of `topic` (where it starts, and the
+/// offset its next record will get): how much a projection from the start has to read.
+pub async fn watermarks(config: &ClientConfig, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let (config, topic) = (config.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = config.create()?;
+        let timeout = Duration::from_secs(10);
+        partitions_of(&client, &topic)?
+            .into_iter()
+            .map(|partition| Ok((partition, client.fetch_watermarks(&topic, partition, timeout)?)))
+            .collect()
+    })
+    .await?
+}
+
 /// The partitions of the topic (from the brokers' metadata) and the low watermark of
 /// each: where a partition without a stored position starts. An explicit offset, because
 /// librdkafka resolves `Offset::Beginning` with a lookup that costs about half a second.

@@ -71,7 +71,7 @@ async fn healthz(ops: web::Data<Ops>) -> HttpResponse {
 
 /// `service_ready`: 1 while every probe passes, else 0, as of the last `/readyz` (which
 /// Kubernetes asks every few seconds).
-const READY: &str = "service_ready";
+pub(crate) const READY: &str = "service_ready";
 
 async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
     if ops.draining.is_cancelled() {

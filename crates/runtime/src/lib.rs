@@ -19,6 +19,7 @@
 //! - [`telemetry`]: logging and tracing set-up.
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`probe`]: readiness checks (PostgreSQL, Kafka, or any async check).
+//! - [`progress`]: the progress of operations run by hand: a bar on a terminal, log lines otherwise.
 //! - [`http`]: the operational endpoints and the HTTP server.
 //! - [`problem`]: RFC 9457 `application/problem+json` error bodies.
 //! - [`lifecycle`]: [`Runtime`], signals and graceful shutdown.
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod probe;
 pub mod problem;
+pub mod progress;
 pub mod telemetry;
 
 pub use lifecycle::Runtime;

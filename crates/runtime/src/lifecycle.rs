@@ -101,10 +101,13 @@ impl Runtime {
     where
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
     {
+        let metrics = crate::metrics::handle();
+        // Not ready until a `/readyz` says so (even where nothing asks, as under Compose).
+        ::metrics::gauge!(crate::http::READY).set(0.0);
         let ops = web::Data::new(Ops {
             service: self.service,
             probes: Arc::clone(&self.probes),
-            metrics: crate::metrics::handle(),
+            metrics,
             draining: self.draining.clone(),
             probe_deadline: Duration::from_secs(4),
         });

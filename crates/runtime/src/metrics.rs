@@ -11,9 +11,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The buckets of every histogram in seconds (`*_seconds`): 0.5 ms to a minute.
-pub const SECONDS_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// The buckets of every histogram in seconds (`*_seconds`): 0.5 ms to 10 minutes (a
+/// projection catching up, a state restore).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0, 600.0,
+];
 
 /// The buckets of every other histogram (counts: rows, records, batch sizes).
 pub const COUNT_BUCKETS: &[f64] =

@@ -46,14 +46,8 @@ impl Drop for TelemetryGuard {
 /// Fails on an invalid log filter or OTLP endpoint. When a global subscriber is already
 /// installed (several services started in one test process), the existing one is kept.
 pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&args.log_filter).map_err(|e| {
-        Error::Config(format!("RUST_LOG=`{}` is not a valid log filter: {e}", args.log_filter))
-    })?;
-    let json = match args.log_format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stdout().is_terminal(),
-    };
+    let filter = log_filter(args)?;
+    let json = json_logs(args, std::io::stdout().is_terminal());
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
         tracing_subscriber::fmt::layer()
             .json()
@@ -76,6 +70,35 @@ pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard>
         tracing::debug!("a global tracing subscriber is already installed; keeping it");
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// Installs a `tracing` subscriber for a tool run by hand (a subcommand that prints its
+/// results on standard output): log lines, progress lines included, go to standard
+/// error, JSON or human-readable as `LOG_FORMAT` says (`auto`: readable on a terminal);
+/// nothing is exported. Keeps a subscriber already installed.
+pub fn init_tool(args: &RuntimeArgs) -> Result<()> {
+    let filter = log_filter(args)?;
+    let json = json_logs(args, std::io::stderr().is_terminal());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> =
+        if json { fmt.json().flatten_event(true).boxed() } else { fmt.boxed() };
+    let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
+    Ok(())
+}
+
+/// `RUST_LOG` as a filter.
+fn log_filter(args: &RuntimeArgs) -> Result<EnvFilter> {
+    EnvFilter::try_new(&args.log_filter)
+        .map_err(|e| Error::Config(format!("RUST_LOG=`{}` is not a valid log filter: {e}", args.log_filter)))
+}
+
+/// Whether log lines are JSON: as `LOG_FORMAT` says, or (`auto`) unless they go to a terminal.
+fn json_logs(args: &RuntimeArgs, terminal: bool) -> bool {
+    match args.log_format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !terminal,
+    }
 }
 
 /// A tracer provider that exports to `endpoint` when there is one, and otherwise only

@@ -105,6 +105,10 @@ impl CommandConsumer {
 
     /// Consumes until `token` is cancelled.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        // Every outcome from 0, so that the first of each shows as an increase.
+        for handled in [Handled::Applied, Handled::Duplicate, Handled::Refused, Handled::DeadLettered] {
+            metrics::counter!("order_commands_total", "outcome" => handled.label()).increment(0);
+        }
         self.consumer.subscribe(&[&self.topics.commands]).context("subscribing to order-commands")?;
         loop {
             let message = tokio::select! {

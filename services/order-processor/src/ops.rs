@@ -9,7 +9,8 @@
 //! - `dlq replay <id>...|--all` hands dead letters back to the saga (directly, with the
 //!   processor's retry settings), then handles the events of their orders that were
 //!   parked behind them, in order, and releases the orders; `dlq discard` drops them
-//!   and releases the orders the same way. Commands the saga sends meanwhile go to the
+//!   and releases the orders the same way; both show their progress (a bar on a
+//!   terminal, log lines otherwise). Commands the saga sends meanwhile go to the
 //!   outbox, which the running processor relays. Replaying twice has no second effect
 //!   (the inbox). Nothing is re-published to `orders`.
 //!
@@ -26,7 +27,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use orders_consumer::{DeadLetter, Selection, Store};
-use orders_runtime::postgres;
+use orders_runtime::{postgres, progress::Progress};
 
 use crate::{Config, SERVICE, inventory, saga::Saga};
 
@@ -108,8 +109,12 @@ impl Target {
 }
 
 /// Runs `command` against the database of `config`; prints the outcome on stdout,
-/// errors on stderr.
+/// errors, log lines and progress on stderr.
 pub async fn run(config: &Config, command: Command) -> ExitCode {
+    if let Err(e) = orders_runtime::telemetry::init_tool(&config.runtime) {
+        eprintln!("{SERVICE}: {e}");
+        return ExitCode::FAILURE;
+    }
     match execute(config, &command).await {
         Ok(code) => code,
         Err(e) => {
@@ -161,11 +166,17 @@ async fn execute(config: &Config, command: &Command) -> anyhow::Result<ExitCode>
             let missing: Vec<i64> =
                 target.ids.iter().copied().filter(|id| !found.iter().any(|l| l.id == *id)).collect();
             let replay = matches!(command, Command::Dlq(DlqCommand::Replay(_)));
-            let outcome = if replay {
-                store.replay(&saga, &selection, retry).await.context("replay")?
-            } else {
-                store.discard(&saga, &selection, retry).await.context("discard")?
+            let progress = Progress::start(if replay { "replay" } else { "discard" }, found.len() as u64);
+            let show = |done: usize, total: usize| {
+                progress.set_total(total as u64);
+                progress.set(done as u64);
             };
+            let outcome = if replay {
+                store.replay_with(&saga, &selection, retry, show).await.context("replay")?
+            } else {
+                store.discard_with(&saga, &selection, retry, show).await.context("discard")?
+            };
+            progress.finish();
             writeln!(
                 out,
                 "{} {}, failed again {}; parked events handled {}, failed {}; orders released {}",

@@ -17,12 +17,20 @@
 //!    within [`HANDOVER_TIMEOUT`], it is rolled back and step 2 resumes.
 //! 4. Drop [`RETIRED`] (waiting at most a few seconds for queries still reading it;
 //!    the next rebuild drops it otherwise).
+//!
+//! It shows its progress in offsets of the topic read (of those there were when it
+//! started; the total grows with what the live side writes meanwhile): a bar on a
+//! terminal, log lines otherwise.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use orders_projection::Projection;
-use orders_runtime::CancellationToken;
+use orders_runtime::{CancellationToken, progress::Progress};
 use tokio::time::Instant;
 
 use crate::{
@@ -78,9 +86,23 @@ pub async fn rebuild(config: &Config, token: &CancellationToken) -> anyhow::Resu
         asynchronous_commit: true,
     };
     let pool = schema::pool(&config.database_url, config.apply_connections.into(), options)?;
-    let mut projection = Projection::assign_all(crate::projection_settings(config), pool, ReadModel)
+    let settings = crate::projection_settings(config);
+    let marks = orders_projection::watermarks(&settings.consumer, &settings.topic)
         .await
-        .context("starting the rebuild's consumer")?;
+        .context("reading the topic's watermarks")?;
+    let mut projection =
+        Projection::assign_all(settings, pool, ReadModel).await.context("starting the rebuild's consumer")?;
+    let progress =
+        Arc::new(Progress::start("rebuild", marks.values().map(|(low, high)| offsets(*high - *low)).sum()));
+    projection.on_commit({
+        let (progress, read) = (Arc::clone(&progress), Mutex::new(BTreeMap::new()));
+        move |committed| {
+            let Ok(mut read) = read.lock() else { return };
+            let low = marks.get(&committed.partition).map_or(0, |(low, _)| *low);
+            read.insert(committed.partition, offsets(committed.next_offset - low));
+            progress.set(read.values().sum());
+        }
+    });
 
     let positions = loop {
         if !projection.run_to_end(token).await? {
@@ -131,6 +153,9 @@ pub async fn rebuild(config: &Config, token: &CancellationToken) -> anyhow::Resu
         break projection.positions();
     };
     drop(projection);
+    if let Ok(progress) = Arc::try_unwrap(progress) {
+        progress.finish();
+    }
     tracing::info!(?positions, elapsed = ?started.elapsed(), "the rebuilt read model is live");
 
     if let Err(e) =
@@ -140,4 +165,9 @@ pub async fn rebuild(config: &Config, token: &CancellationToken) -> anyhow::Resu
     }
     admin.execute("SELECT pg_advisory_unlock($1)", &[&REBUILD_LOCK]).await?;
     Ok(Report { positions, elapsed: started.elapsed() })
+}
+
+/// A count of offsets (never negative).
+fn offsets(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }

@@ -184,6 +184,8 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
             }
         }
     }));
+    // From 0, so that the first dead letter shows as an increase.
+    metrics::counter!(aggregator::metric::DEAD_LETTERS).increment(0);
     rt.spawn("aggregator", move |token| async move {
         let _stop_on_drop = stop.on_drop();
         let mut running = tokio::task::spawn_blocking({

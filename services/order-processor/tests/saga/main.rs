@@ -166,13 +166,20 @@ impl World {
 /// Runs `order-processor <args>` against `db` as consumer `group`; its exit status and
 /// standard output.
 fn cli(db: &TestDatabase, group: &str, args: &[&str]) -> (bool, String) {
+    let (ok, stdout, _) = cli_with_stderr(db, group, args);
+    (ok, stdout)
+}
+
+/// [`cli`], with what it wrote on standard error (its log and progress lines).
+fn cli_with_stderr(db: &TestDatabase, group: &str, args: &[&str]) -> (bool, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-processor"))
         .args(args)
         .env("DATABASE_URL", db.url())
         .env("CONSUMER_GROUP", group)
         .output()
         .expect("run order-processor");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
 fn event(order: OrderId, version: u64, payload: OrderEventPayload) -> (EventMetadata, OrderEvent) {
@@ -330,8 +337,25 @@ async fn the_dlq_tool_lists_replays_and_discards() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     world.wait_stock("SKU-T", (10, 0, 0)).await; // parked, not handled
-    let (ok, replayed) = world.cli(&["dlq", "replay", "--all"]);
+    let (ok, replayed, log) = cli_with_stderr(&world.db, &world.group, &["dlq", "replay", "--all"]);
     assert!(!ok && replayed.contains("failed again 1"), "a poison record fails again: {replayed}");
+    // Not a terminal: the progress comes as JSON log lines, a first and a last.
+    let progress: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "progress" && line["task"] == "replay")
+        .collect();
+    assert_eq!(
+        progress.first().map(|l| (l["message"].clone(), l["total"].clone())),
+        Some((json!("started"), json!(1))),
+        "{log}"
+    );
+    assert_eq!(
+        progress.last().map(|l| (l["message"].clone(), l["done"].clone())),
+        Some((json!("finished"), json!(1))),
+        "{log}"
+    );
+    assert!(log.contains("replay failed again"), "the failure is logged: {log}");
     let (ok, discarded) = world.cli(&["dlq", "discard", "--key", &key]);
     assert!(
         ok && discarded.contains("parked events handled 1") && discarded.contains("orders released 1"),
