@@ -60,6 +60,7 @@ impl ConsumerContext for Context {
         if revoked.is_empty() {
             return;
         }
+        metrics::counter!(metric::REBALANCES, "kind" => "revoked").increment(1);
         // Their lag is the next owner's to report: a stale value here would count twice.
         for (topic, partition) in &revoked {
             metrics::gauge!(metric::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
@@ -89,6 +90,7 @@ impl ConsumerContext for Context {
                     return;
                 }
                 self.shared.assigned(&assigned);
+                metrics::counter!(metric::REBALANCES, "kind" => "assigned").increment(1);
                 info!(partitions = ?assigned, "partitions assigned");
                 let _ = self.events.send(Event::Assigned(assigned));
             }

@@ -22,6 +22,8 @@ pub const UNROUTED: &str = "consumer_unrouted_total";
 pub const HANDLER_SECONDS: &str = "consumer_handler_seconds";
 /// Records behind the end of each partition (gauge, by partition).
 pub const LAG: &str = "consumer_lag_records";
+/// Rebalances of this member, by kind: `assigned` or `revoked` partitions (counter).
+pub const REBALANCES: &str = "consumer_rebalances_total";
 /// Whether fetching is paused because the buffer is full (gauge, 0 or 1).
 pub const PAUSED: &str = "consumer_paused";
 
@@ -45,4 +47,5 @@ pub fn describe() {
     describe_histogram!(HANDLER_SECONDS, metrics::Unit::Seconds, "Duration of one handler call.");
     describe_gauge!(LAG, "Records behind the end of the partition.");
     describe_gauge!(PAUSED, "1 while fetching is paused because the buffer is full.");
+    describe_counter!(REBALANCES, "Rebalances of this member, by kind (assigned, revoked).");
 }

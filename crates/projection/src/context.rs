@@ -70,6 +70,14 @@ impl ConsumerContext for Context {
                 return;
             }
         };
+        let kind = match &change {
+            Change::Assigned(partitions) if !partitions.is_empty() => Some("assigned"),
+            Change::Revoked(partitions) if !partitions.is_empty() => Some("revoked"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            metrics::counter!("consumer_rebalances_total", "kind" => kind).increment(1);
+        }
         debug!(?change, "assignment changed");
         self.changes.lock().unwrap_or_else(PoisonError::into_inner).push(change);
     }

@@ -79,6 +79,8 @@
 //! # Metrics
 //!
 //! Labelled with `projection` (and `partition` where it applies):
+//! - `consumer_rebalances_total` (counter, by `kind`: `assigned`, `revoked`): rebalances
+//!   of this member of the group (the name the platform's other consumers use too);
 //! - `projection_consumer_lag` (gauge, per partition): records between the stored
 //!   position and the end of the partition (the end from librdkafka's statistics,
 //!   every 2 s, or the last record polled when that is further);

@@ -280,7 +280,25 @@ struct Context<T: Topology> {
     engine: Arc<Mutex<Engine<T>>>,
 }
 
-impl<T: Topology> ClientContext for Context<T> {}
+/// `consumer_lag_records{topic, partition}`: records of each assigned input partition
+/// not read yet (from librdkafka's statistics, every 5 s), as the other consumers of the
+/// platform report it.
+const LAG: &str = "consumer_lag_records";
+/// `consumer_rebalances_total{kind}`: partitions assigned to or revoked from this member.
+const REBALANCES: &str = "consumer_rebalances_total";
+
+impl<T: Topology> ClientContext for Context<T> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl<T: Topology> ConsumerContext for Context<T> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -296,7 +314,11 @@ impl<T: Topology> ConsumerContext for Context<T> {
         }
         for element in list.elements() {
             engine.tasks.remove(&(element.topic().to_string(), element.partition()));
+            // The next owner reports its lag.
+            metrics::gauge!(LAG, "topic" => element.topic().to_string(), "partition" => element.partition().to_string())
+                .set(0.0);
         }
+        metrics::counter!(REBALANCES, "kind" => "revoked").increment(1);
         info!(partitions = list.count(), "partitions revoked after the commit");
     }
 
@@ -308,6 +330,9 @@ impl<T: Topology> ConsumerContext for Context<T> {
         }
         let ids: Vec<TaskId> =
             list.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        if !ids.is_empty() {
+            metrics::counter!(REBALANCES, "kind" => "assigned").increment(1);
+        }
         if let Err(error) = engine.restore_all(&ids) {
             engine.failed = Some(error);
         }
@@ -463,7 +488,8 @@ fn consume<T: Topology>(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "5000");
     let consumer: BaseConsumer<Context<T>> =
         consumer_config.create_with_context(Context { engine: Arc::clone(engine) })?;
     let topics: Vec<&str> = settings.inputs.iter().map(|(input, _)| input.as_str()).collect();
