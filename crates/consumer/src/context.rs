@@ -40,7 +40,9 @@ impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                // Only partitions being fetched: the statistics list the others (revoked
+                // ones too) with stale offsets.
+                if *partition >= 0 && p.fetch_state == "active" && p.consumer_lag >= 0 {
                     metrics::gauge!(metric::LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                         .set(p.consumer_lag as f64);
                 }

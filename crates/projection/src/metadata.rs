@@ -53,15 +53,6 @@ pub async fn watermarks(config: &ClientConfig, topic: &str) -> Result<BTreeMap<i
 /// each: where a partition without a stored position starts. An explicit offset, because
 /// librdkafka resolves `Offset::Beginning` with a lookup that costs about half a second.
 pub(crate) async fn partitions_and_starts(settings: &Settings) -> Result<BTreeMap<i32, i64>> {
-    let config = settings.consumer.clone();
-    let topic = settings.topic.clone();
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = config.create()?;
-        let timeout = Duration::from_secs(10);
-        partitions_of(&client, &topic)?
-            .into_iter()
-            .map(|partition| Ok((partition, client.fetch_watermarks(&topic, partition, timeout)?.0)))
-            .collect()
-    })
-    .await?
+    let marks = watermarks(&settings.consumer, &settings.topic).await?;
+    Ok(marks.into_iter().map(|(partition, (low, _))| (partition, low)).collect())
 }

@@ -15,9 +15,9 @@
 //! ```
 
 use std::{
-    io::IsTerminal as _,
+    io::{IsTerminal as _, Write},
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -27,6 +27,37 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often the log lines come when stderr is not a terminal.
 pub const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// The bar on the terminal now, if any: log lines are written with it hidden.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Runs `write` with the progress bar on the terminal (if any) hidden, so that what it
+/// writes is not drawn over. The log writers of [`crate::telemetry`] write through it.
+pub fn suspend<R>(write: impl FnOnce() -> R) -> R {
+    let bar = ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// A writer whose every write happens with the progress bar hidden ([`suspend`]).
+#[derive(Debug)]
+pub struct Suspending<W>(pub W);
+
+impl<W: Write> Write for Suspending<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        suspend(|| self.0.write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        suspend(|| self.0.write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +98,29 @@ struct Counts {
     done: AtomicU64,
     total: AtomicU64,
     started: Instant,
+    /// Set by the last line: no periodic line comes after it.
+    finished: Mutex<bool>,
 }
 
 impl Counts {
     fn snapshot(&self) -> Snapshot {
         let (done, total) = (self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed));
         Snapshot::at(done, total, self.started.elapsed())
+    }
+
+    /// A periodic line, unless the last one was written.
+    fn tick(&self) {
+        let finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*finished {
+            self.log("progress");
+        }
+    }
+
+    /// The last line.
+    fn last(&self) {
+        let mut finished = self.finished.lock().unwrap_or_else(PoisonError::into_inner);
+        *finished = true;
+        self.log("finished");
     }
 
     fn log(&self, message: &'static str) {
@@ -99,7 +147,8 @@ pub struct Progress {
 
 impl Progress {
     /// Starts showing the progress of `task` out of `total` units: a bar when stderr is
-    /// a terminal, log lines every [`LOG_EVERY`] otherwise. Log lines need a Tokio runtime.
+    /// a terminal, log lines every [`LOG_EVERY`] otherwise (outside a Tokio runtime, only
+    /// the first and the last).
     pub fn start(task: &'static str, total: u64) -> Self {
         let display = if std::io::stderr().is_terminal() { Display::Bar } else { Display::Log(LOG_EVERY) };
         Self::with_display(task, total, display)
@@ -112,6 +161,7 @@ impl Progress {
             done: AtomicU64::new(0),
             total: AtomicU64::new(total),
             started: Instant::now(),
+            finished: Mutex::new(false),
         });
         match display {
             Display::Bar => {
@@ -122,21 +172,22 @@ impl Progress {
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
                 bar.set_style(style);
                 bar.set_message(task);
+                *ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
                 Self { counts, bar: Some(bar), reporter: None }
             }
             Display::Log(every) => {
                 counts.log("started");
-                let reporter = tokio::spawn({
+                let reporter = tokio::runtime::Handle::try_current().ok().map(|runtime| {
                     let counts = Arc::clone(&counts);
-                    async move {
+                    runtime.spawn(async move {
                         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                         loop {
                             ticks.tick().await;
-                            counts.log("progress");
+                            counts.tick();
                         }
-                    }
+                    })
                 });
-                Self { counts, bar: None, reporter: Some(reporter) }
+                Self { counts, bar: None, reporter }
             }
         }
     }
@@ -174,12 +225,14 @@ impl Progress {
         self.counts.snapshot()
     }
 
-    /// Stops showing progress, with a last line (or the bar's last state).
+    /// The work is done: everything counted (what was left uncounted, such as the
+    /// transaction markers of a topic, too), with a last line or the bar's last state.
     pub fn finish(mut self) {
+        self.set(self.counts.total.load(Ordering::Relaxed));
         self.stop();
-        match &self.bar {
+        match self.bar.take() {
             Some(bar) => bar.finish(),
-            None => self.counts.log("finished"),
+            None => self.counts.last(),
         }
     }
 
@@ -187,13 +240,17 @@ impl Progress {
         if let Some(reporter) = self.reporter.take() {
             reporter.abort();
         }
+        if self.bar.is_some() {
+            *ACTIVE_BAR.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 }
 
+/// Dropped unfinished (the operation failed): the bar stays as it was, the reporter stops.
 impl Drop for Progress {
     fn drop(&mut self) {
         self.stop();
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.take() {
             bar.abandon();
         }
     }
@@ -232,5 +289,22 @@ mod tests {
         progress.set(9);
         assert_eq!((progress.snapshot().done, progress.snapshot().total), (9, 20));
         progress.finish();
+    }
+
+    #[test]
+    fn outside_a_runtime_it_logs_without_a_reporter() {
+        let progress = Progress::with_display("test", 3, Display::Log(Duration::from_millis(10)));
+        assert!(progress.reporter.is_none());
+        progress.inc(1);
+        progress.finish();
+    }
+
+    #[tokio::test]
+    async fn finishing_counts_everything_and_ends_the_lines() {
+        let progress = Progress::with_display("test", 2, Display::Log(Duration::from_millis(1)));
+        let counts = Arc::clone(&progress.counts);
+        progress.finish();
+        assert!(*counts.finished.lock().unwrap_or_else(PoisonError::into_inner));
+        assert_eq!(counts.snapshot().done, 2, "finished counts everything");
     }
 }

@@ -48,15 +48,18 @@ impl Drop for TelemetryGuard {
 pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard> {
     let filter = log_filter(args)?;
     let json = json_logs(args, std::io::stdout().is_terminal());
+    // Written with a progress bar hidden, when one shows (`projector rebuild` on a terminal).
+    let stdout = || crate::progress::Suspending(std::io::stdout());
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
         tracing_subscriber::fmt::layer()
+            .with_writer(stdout)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        tracing_subscriber::fmt::layer().with_writer(stdout).boxed()
     };
 
     let provider = tracer_provider(service, args.otlp_endpoint.as_deref())?;
@@ -79,7 +82,7 @@ pub fn init(service: &'static str, args: &RuntimeArgs) -> Result<TelemetryGuard>
 pub fn init_tool(args: &RuntimeArgs) -> Result<()> {
     let filter = log_filter(args)?;
     let json = json_logs(args, std::io::stderr().is_terminal());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(|| crate::progress::Suspending(std::io::stderr()));
     let fmt: Box<dyn Layer<Registry> + Send + Sync> =
         if json { fmt.json().flatten_event(true).boxed() } else { fmt.boxed() };
     let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();

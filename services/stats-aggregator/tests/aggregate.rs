@@ -351,12 +351,33 @@ impl InProcess {
     }
 }
 
+/// The lag this process reports on `topic` (`consumer_lag_records`, summed over its
+/// partitions), if it reports any.
+fn reported_lag(topic: &str) -> Option<f64> {
+    let rendered = orders_runtime::metrics::handle().render();
+    let label = format!("topic=\"{topic}\"");
+    let values: Vec<f64> = rendered
+        .lines()
+        .filter(|line| line.starts_with("consumer_lag_records{") && line.contains(&label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// All of the stream, then the windows; and once it is all read, the aggregator reports
+/// no lag on `orders` (exactly once commits through the producer: a lag computed from
+/// the consumer's own commits would never come down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_with_duplicates_gives_exactly_the_expected_windows() {
     let world = World::new().await;
     world.produce(0..world.records.len()).await;
     let service = world.start("only").await;
     world.check(async |_| {}).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reported_lag(&world.orders) != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "lag on orders: {:?}", reported_lag(&world.orders));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     service.stop().await;
 }
 

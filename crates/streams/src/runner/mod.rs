@@ -282,7 +282,9 @@ struct Context<T: Topology> {
 
 /// `consumer_lag_records{topic, partition}`: records of each assigned input partition
 /// not read yet (from librdkafka's statistics, every 5 s), as the other consumers of the
-/// platform report it.
+/// platform report it. From the stored offset, which advances as records are polled:
+/// the committed one does not move here (exactly once commits through the producer).
+/// Only partitions being fetched: the statistics list the others with stale offsets.
 const LAG: &str = "consumer_lag_records";
 /// `consumer_rebalances_total{kind}`: partitions assigned to or revoked from this member.
 const REBALANCES: &str = "consumer_rebalances_total";
@@ -291,9 +293,9 @@ impl<T: Topology> ClientContext for Context<T> {
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                if *partition >= 0 && p.fetch_state == "active" && p.consumer_lag_stored >= 0 {
                     metrics::gauge!(LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                        .set(p.consumer_lag as f64);
+                        .set(p.consumer_lag_stored as f64);
                 }
             }
         }
