@@ -236,7 +236,20 @@ async fn two_workers_keep_each_key_in_order_while_refused_records_renew_their_pr
     let reader = world.reader();
 
     let (seen, _) = read_until(&reader, 600, Duration::from_secs(120)).await;
-    assert_eq!(seen.distinct(), 600, "{seen:?}");
+    // Whether the relay stalled or the reader missed records (seen once, in a loaded
+    // fresh-clone run: 490 of 600 after 120 s).
+    let state = if seen.distinct() == 600 {
+        String::new()
+    } else {
+        format!(
+            "rows left in the outbox {}, quarantined {:?}, relay connected {}, shards owned {}",
+            world.outbox_rows().await,
+            world.quarantined().await,
+            relay.status.is_connected(),
+            relay.status.owned_shards().len()
+        )
+    };
+    assert_eq!(seen.distinct(), 600, "{state}; {seen:?}");
     assert!(seen.out_of_order.is_empty(), "{:?}", seen.out_of_order);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while world.quarantined().await.len() < bad.len() {
