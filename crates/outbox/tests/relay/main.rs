@@ -242,11 +242,12 @@ async fn two_workers_keep_each_key_in_order_while_refused_records_renew_their_pr
         String::new()
     } else {
         format!(
-            "rows left in the outbox {}, quarantined {:?}, relay connected {}, shards owned {}",
+            "rows left in the outbox {}, quarantined {:?}, relay connected {}, shards owned {}, health {:?}",
             world.outbox_rows().await,
             world.quarantined().await,
             relay.status.is_connected(),
-            relay.status.owned_shards().len()
+            relay.status.owned_shards().len(),
+            relay.status.check()
         )
     };
     assert_eq!(seen.distinct(), 600, "{state}; {seen:?}");
