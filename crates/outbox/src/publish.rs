@@ -21,7 +21,8 @@ use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
     producer::{
-        DeliveryFuture, FutureProducer, FutureRecord, Producer as _, future_producer::OwnedDeliveryResult,
+        DeliveryFuture, FutureProducer, FutureRecord, Producer as _, PurgeConfig,
+        future_producer::OwnedDeliveryResult,
     },
     types::RDKafkaErrorCode,
 };
@@ -342,7 +343,7 @@ impl Publisher {
         'rows: for row in rows {
             let alone = suspects.contains(&row.id);
             if alone {
-                settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+                settle(&producer, &mut pending, &mut published, token, drain, &mut deadline).await;
                 if !published.failures.is_empty() || published.abandoned {
                     break 'rows;
                 }
@@ -390,7 +391,7 @@ impl Publisher {
             }
             ids.insert(row.id);
             if alone {
-                settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+                settle(&producer, &mut pending, &mut published, token, drain, &mut deadline).await;
                 published.alone.push(row.id);
                 if !published.failures.is_empty() || published.abandoned {
                     break 'rows;
@@ -410,7 +411,7 @@ impl Publisher {
     ) -> Published {
         let Enqueued { producer, mut pending, mut published, .. } = batch;
         let mut deadline: Option<Instant> = published.abandoned.then(Instant::now);
-        settle(&mut pending, &mut published, token, drain, &mut deadline).await;
+        settle(&producer, &mut pending, &mut published, token, drain, &mut deadline).await;
         if !published.failures.is_empty() {
             self.renew_if_fatal(&producer, published.failure());
         }
@@ -418,10 +419,22 @@ impl Publisher {
     }
 }
 
+/// How often [`settle`] looks whether its producer has failed fatally.
+const FATAL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Waits for every delivery report of `pending`, recording them in `published`. When
 /// `token` is cancelled meanwhile, waits until `deadline` (set to `drain` from then if
 /// not set yet), then gives up on the rest (`published.abandoned`).
+///
+/// While `producer` reports a fatal error, its queues are purged every
+/// [`FATAL_CHECK_INTERVAL`]: librdkafka purges them once when the error is raised but
+/// spares the requests in flight, and a record of one of those that is then put back
+/// for a retry waits in a queue the stopped producer never sends, with no timeout
+/// (`message.timeout.ms=0`), so the batch would never settle. A purged record fails
+/// with a purge error, which is not the record's fault: it is retried on the new
+/// producer.
 async fn settle(
+    producer: &FutureProducer,
     pending: &mut FuturesUnordered<Pending>,
     published: &mut Published,
     token: &CancellationToken,
@@ -429,22 +442,26 @@ async fn settle(
     deadline: &mut Option<Instant>,
 ) {
     let mut acked = 0u64;
+    let mut check = tokio::time::interval(FATAL_CHECK_INTERVAL);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let next = match *deadline {
-            Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    published.abandoned = true;
-                    break;
+        let until = *deadline;
+        let next = tokio::select! {
+            next = pending.next() => next,
+            () = token.cancelled(), if until.is_none() => {
+                *deadline = Some(Instant::now() + drain);
+                continue;
+            }
+            () = tokio::time::sleep_until(until.unwrap_or_else(Instant::now)), if until.is_some() => {
+                published.abandoned = true;
+                break;
+            }
+            _ = check.tick() => {
+                if producer.client().fatal_error().is_some() {
+                    producer.purge(PurgeConfig::default().queue().non_blocking());
                 }
-            },
-            None => tokio::select! {
-                next = pending.next() => next,
-                () = token.cancelled() => {
-                    *deadline = Some(Instant::now() + drain);
-                    continue;
-                }
-            },
+                continue;
+            }
         };
         let Some((id, key, created_at, outcome)) = next else { break };
         match outcome {

@@ -96,7 +96,43 @@ impl TestKafka {
             }
         }
         self.topics.push(name.clone());
+        self.wait_until_served(&name, partitions).await;
         name
+    }
+
+    /// Waits until the broker's metadata lists `name` with a leader for each of its
+    /// `partitions`: the controller answers a creation before the broker serves the
+    /// topic, and a test (or a service's readiness probe) that looks too early finds
+    /// it missing. Panics, naming the broker's log, when that takes minutes: the
+    /// broker is then stuck, and every test after this one would fail less clearly.
+    async fn wait_until_served(&self, name: &str, partitions: i32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let last = match self.admin.inner().fetch_metadata(Some(name), Duration::from_secs(5)) {
+                Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == name) {
+                    Some(topic) if topic.error().is_some() => format!("topic error {:?}", topic.error()),
+                    Some(topic) => {
+                        let led = topic
+                            .partitions()
+                            .iter()
+                            .filter(|p| p.leader() >= 0 && p.error().is_none())
+                            .count();
+                        if led == usize::try_from(partitions).unwrap_or(0) {
+                            return;
+                        }
+                        format!("{led} of {partitions} partitions have a leader")
+                    }
+                    None => "not in the metadata".to_string(),
+                },
+                Err(e) => format!("metadata request failed: {e}"),
+            };
+            assert!(
+                std::time::Instant::now() < deadline,
+                "topic {name} was created but the broker does not serve it after 120 s ({last}); \
+                 the broker's log is .local/kafka/kafka.log"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
