@@ -8,7 +8,7 @@
 #   promtool Prometheus' rule checker, taken out of Debian's `prometheus` package
 #            (downloaded and unpacked, not installed: no Prometheus server is set up);
 #   python   a virtualenv with the pinned Python test tools of
-#            deploy/local/requirements-test.txt (kubernetes-validate, pytest, PyYAML),
+#            deploy/local/requirements-test.txt (kubernetes-validate, pytest, PyYAML, openapi-spec-validator, Schemathesis),
 #            rebuilt when that file changes.
 #
 # Usage: deploy/local/tools.sh helm|compose-check|promtool|python

@@ -57,23 +57,31 @@ fn field<T>(field: Field, parsed: Result<T, FieldError>) -> Result<T, OrderError
 
 /// The body of a create request, as sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateOrderInput {
     /// Who orders.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub user_id: String,
     /// ISO 4217 code of the order's currency.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$", example = "EUR"))]
     pub currency: String,
     /// The lines of the order.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub items: Vec<LineItemInput>,
 }
 
 /// One line of a [`CreateOrderInput`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LineItemInput {
     /// What is ordered.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub sku: String,
     /// How many units (must be > 0).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4294967295_i64))]
     pub quantity: i64,
     /// Price of one unit in minor units (must be >= 0).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub unit_price_minor: i64,
 }
 
@@ -161,13 +169,16 @@ fn parse_quantity(quantity: i64) -> Result<u32, FieldError> {
 
 /// The body of a pay request, as sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PayOrderInput {
     /// The payment provider's reference.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub payment_id: String,
     /// The amount paid, in minor units: must be the order's total.
     pub amount_minor: i64,
     /// The payment's currency; when given it must be the order's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$"))]
     pub currency: Option<String>,
 }
 
@@ -224,10 +235,13 @@ impl TryFrom<PayOrderInput> for PayOrder {
 
 /// The body of a ship request, as sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShipOrderInput {
     /// The shipment's reference.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub shipment_id: String,
     /// The carrier's tracking number.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub tracking_number: String,
 }
 
@@ -260,8 +274,10 @@ impl TryFrom<ShipOrderInput> for ShipOrder {
 
 /// The body of a cancel request, as sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelOrderInput {
     /// Why the order is cancelled.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 500))]
     pub reason: String,
 }
 

@@ -304,6 +304,7 @@ impl LineItem {
 ///    +----cancel-----+--> Cancelled
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Created, waiting for payment.

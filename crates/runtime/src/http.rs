@@ -51,10 +51,23 @@ pub(crate) struct Ops {
     pub(crate) probe_deadline: Duration,
 }
 
-#[derive(Serialize)]
-struct Readiness {
+/// The answer of `/healthz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// The service's name.
     service: &'static str,
+    /// Always `alive`.
     status: &'static str,
+}
+
+/// The answer of `/readyz`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Readiness {
+    /// The service's name.
+    service: &'static str,
+    /// `ready`, `not ready` or `shutting down`.
+    status: &'static str,
+    /// Each readiness probe's outcome (none while shutting down).
     checks: Vec<ProbeResult>,
 }
 
@@ -65,15 +78,23 @@ pub(crate) fn ops_routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-async fn healthz(ops: web::Data<Ops>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "service": ops.service, "status": "alive" }))
+/// Liveness: the process runs and its HTTP server answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn healthz(ops: web::Data<Ops>) -> HttpResponse {
+    HttpResponse::Ok().json(Health { service: ops.service, status: "alive" })
 }
 
 /// `service_ready`: 1 while every probe passes, else 0, as of the last `/readyz` (which
 /// Kubernetes asks every few seconds).
 pub(crate) const READY: &str = "service_ready";
 
-async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
+/// Readiness: every probe passes (the databases, the brokers and the topics it needs).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "Not ready, or shutting down; the failed probes say why", body = Readiness),
+))]
+pub(crate) async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
     if ops.draining.is_cancelled() {
         metrics::gauge!(READY).set(0.0);
         return HttpResponse::ServiceUnavailable().json(Readiness {
@@ -93,7 +114,12 @@ async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
+/// The service's metrics, in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8"),
+))]
+pub(crate) async fn metrics(ops: web::Data<Ops>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(ops.metrics.render())
 }
 

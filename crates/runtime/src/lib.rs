@@ -34,6 +34,7 @@ pub mod http;
 pub mod kafka;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod postgres;
 pub mod probe;
 pub mod problem;

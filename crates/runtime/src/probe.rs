@@ -30,7 +30,7 @@ impl fmt::Debug for Probe {
 }
 
 /// The outcome of one probe, as `/readyz` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProbeResult {
     /// The probe's name.
     pub name: String,

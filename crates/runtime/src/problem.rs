@@ -10,8 +10,15 @@
 use actix_web::{HttpResponse, HttpResponseBuilder, http::StatusCode};
 use serde::Serialize;
 
-/// One problem document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One problem document (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "/problems/invalid-input",
+    "title": "A value in the request is invalid",
+    "status": 400,
+    "detail": "quantity must be greater than 0",
+    "field": "items[0].quantity"
+}))]
 pub struct Problem {
     /// `/problems/<slug>`.
     #[serde(rename = "type")]

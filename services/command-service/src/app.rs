@@ -95,7 +95,8 @@ pub struct IdempotencyKey {
 }
 
 /// A command accepted and committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"order_id": "0199a3e2-7c4f-7b9e-9d1a-2f4c6b8e0a11", "version": 1, "status": "pending"}))]
 pub struct Accepted {
     /// The order.
     pub order_id: Uuid,

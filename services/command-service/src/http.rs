@@ -34,6 +34,7 @@ use orders_domain::{
 };
 use orders_events::decode_event;
 use orders_eventstore::StoredAnswer;
+use orders_runtime::{openapi::PROBLEM_JSON, problem::Problem};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -57,18 +58,64 @@ pub fn routes(state: web::Data<HttpState>) -> impl Fn(&mut web::ServiceConfig) +
     move |cfg| {
         cfg.app_data(state.clone())
             .route("/commands/orders", web::post().to(create))
-            .route("/commands/orders/{id}/pay", web::post().to(on_order::<PayOrderInput>))
-            .route("/commands/orders/{id}/ship", web::post().to(on_order::<ShipOrderInput>))
-            .route("/commands/orders/{id}/cancel", web::post().to(on_order::<CancelOrderInput>))
+            .route("/commands/orders/{id}/pay", web::post().to(pay))
+            .route("/commands/orders/{id}/ship", web::post().to(ship))
+            .route("/commands/orders/{id}/cancel", web::post().to(cancel))
             .route("/orders/{id}/events", web::get().to(history))
+            .configure(orders_runtime::openapi::routes(&openapi()))
             .default_service(web::to(not_found));
     }
 }
+
+/// The command API's OpenAPI document (served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    orders_runtime::openapi::document(
+        CommandApi::openapi(),
+        "command-service",
+        env!("CARGO_PKG_VERSION"),
+        "Commands on orders: each is validated against the order's rules, appended to its event \
+         stream with optimistic concurrency, and published through the transactional outbox. Errors \
+         are `application/problem+json` (RFC 9457).",
+    )
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create, pay, ship, cancel, history),
+    components(schemas(CreateOrderInput, PayOrderInput, ShipOrderInput, CancelOrderInput, Accepted, EventHistory)),
+    tags((name = "commands", description = "Create, pay, ship and cancel orders"))
+)]
+struct CommandApi;
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
+/// Creates an order.
+///
+/// The total is computed from the items. With an `Idempotency-Key`, the same key and
+/// body replay the first answer (marked `Idempotency-Replayed: true`); the same key with
+/// another body is `422`.
+#[utoipa::path(post, path = "/commands/orders", tag = "commands",
+    params(IdempotencyKeyHeader, CorrelationHeader, TraceparentHeader),
+    request_body(content = CreateOrderInput, example = json!({
+        "user_id": "alice", "currency": "EUR",
+        "items": [{"sku": "book-1", "quantity": 2, "unit_price_minor": 1250}]
+    })),
+    responses(
+        (status = 201, description = "Created (or the replay of the first answer to this key)", body = Accepted,
+            headers(("Idempotency-Replayed" = String, description = "`true` on a replay")),
+            links(
+                ("pay" = (operation_id = "pay", parameters(("id" = "$response.body#/order_id")), description = "Pay it")),
+                ("cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/order_id")), description = "Cancel it")),
+                ("history" = (operation_id = "history", parameters(("id" = "$response.body#/order_id")), description = "Its events")),
+            )),
+        (status = 400, description = "Malformed body or invalid value (`field` names it)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A concurrent request with this key is still running", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "Body larger than the limit", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The `Idempotency-Key` was used with another request", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -108,6 +155,122 @@ impl OrderCommandInput for CancelOrderInput {
     }
 }
 
+/// A handler of a command on an existing order, with its description (`utoipa::path`):
+/// the same answers for each.
+macro_rules! order_command {
+    ($name:ident, $path:literal, $body:ty, $summary:literal, $example:expr) => {
+        #[doc = $summary]
+        ///
+        /// `If-Match: <version>` applies it only at that version (else `409`); an
+        /// `Idempotency-Key` replays the first answer to the same key and body.
+        #[utoipa::path(post, path = $path, tag = "commands",
+            params(OrderIdPath, IfMatchHeader, IdempotencyKeyHeader, CorrelationHeader, TraceparentHeader),
+            request_body(content = $body, example = $example),
+            responses(
+                (status = 200, description = "Applied (or the replay of the first answer to this key)", body = Accepted,
+                    headers(("Idempotency-Replayed" = String, description = "`true` on a replay")),
+                    links(
+                        ("ship" = (operation_id = "ship", parameters(("id" = "$response.body#/order_id")), description = "Ship it (once paid)")),
+                        ("history" = (operation_id = "history", parameters(("id" = "$response.body#/order_id")), description = "Its events")),
+                    )),
+                (status = 400, description = "Malformed body, invalid value or header, or an id that is not a UUID", body = Problem, content_type = PROBLEM_JSON),
+                (status = 404, description = "No such order", body = Problem, content_type = PROBLEM_JSON),
+                (status = 409, description = "The order's rules refuse it in its state (`/problems/rule-broken`), or it is not at the `If-Match` version (`/problems/concurrency-conflict`)", body = Problem, content_type = PROBLEM_JSON),
+                (status = 413, description = "Body larger than the limit", body = Problem, content_type = PROBLEM_JSON),
+                (status = 422, description = "The `Idempotency-Key` was used with another request", body = Problem, content_type = PROBLEM_JSON),
+            ))]
+        async fn $name(
+            req: HttpRequest,
+            path: web::Path<String>,
+            payload: web::Payload,
+            state: web::Data<HttpState>,
+        ) -> Result<HttpResponse, ApiError> {
+            on_order::<$body>(req, path, payload, state).await
+        }
+    };
+}
+
+order_command!(
+    pay,
+    "/commands/orders/{id}/pay",
+    PayOrderInput,
+    "Pays an order: exactly its total, in its currency.",
+    json!({"payment_id": "pay-42", "amount_minor": 2500})
+);
+order_command!(
+    ship,
+    "/commands/orders/{id}/ship",
+    ShipOrderInput,
+    "Ships a paid order.",
+    json!({"shipment_id": "ship-7", "tracking_number": "TRK123"})
+);
+order_command!(
+    cancel,
+    "/commands/orders/{id}/cancel",
+    CancelOrderInput,
+    "Cancels an order that is neither shipped nor cancelled.",
+    json!({"reason": "changed my mind"})
+);
+
+/// `id`: the order.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct OrderIdPath {
+    /// The order's id (a UUID).
+    id: Uuid,
+}
+
+/// `If-Match`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IfMatchHeader {
+    /// Apply only if the order is at this version: `3`, `"3"` or `W/"3"`; else `409`.
+    #[param(rename = "If-Match", example = "3")]
+    if_match: Option<String>,
+}
+
+/// `Idempotency-Key`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyKeyHeader {
+    /// 1 to 255 visible ASCII characters: a retry with the same key and body replays the first answer.
+    #[param(rename = "Idempotency-Key", example = "3f1c9a6e-create-1")]
+    idempotency_key: Option<String>,
+}
+
+/// `X-Correlation-Id`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct CorrelationHeader {
+    /// A UUID shared by everything the request causes (one is made when absent or not a UUID).
+    #[param(rename = "X-Correlation-Id")]
+    x_correlation_id: Option<String>,
+}
+
+/// `traceparent`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct TraceparentHeader {
+    /// W3C trace context: the request's spans continue the caller's trace.
+    #[param(rename = "traceparent", example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    traceparent: Option<String>,
+}
+
+/// An order's events, oldest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct EventHistory {
+    /// The order.
+    order_id: Uuid,
+    /// Each event as JSON: its `type`, its data, `event_id`, `correlation_id`,
+    /// `causation_id` (when caused by another message) and `recorded_at`.
+    events: Vec<serde_json::Value>,
+}
+
 /// `POST /commands/orders/{id}/<command>` for the command whose body is `I`.
 async fn on_order<I: OrderCommandInput>(
     req: HttpRequest,
@@ -128,6 +291,12 @@ async fn on_order<I: OrderCommandInput>(
     .await
 }
 
+/// An order's event history, oldest first, as stored (the source of truth).
+#[utoipa::path(get, path = "/orders/{id}/events", tag = "commands", params(OrderIdPath), responses(
+    (status = 200, description = "The events", body = EventHistory),
+    (status = 400, description = "The id is not a UUID", body = Problem, content_type = PROBLEM_JSON),
+    (status = 404, description = "No such order", body = Problem, content_type = PROBLEM_JSON),
+))]
 async fn history(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
     let order_id = parse_order_id(&path)?;
     let recorded = state.commands.store().history(order_id).await.map_err(CommandError::from)?;
@@ -151,7 +320,7 @@ async fn history(path: web::Path<String>, state: web::Data<HttpState>) -> Result
         }
         events.push(json);
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "order_id": order_id, "events": events })))
+    Ok(HttpResponse::Ok().json(EventHistory { order_id, events }))
 }
 
 /// Runs a command with idempotency-key handling, and turns its outcome into a response.

@@ -4,11 +4,12 @@
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode, web};
 use deadpool_postgres::Pool;
-use orders_runtime::problem::Problem;
+use orders_runtime::{openapi::PROBLEM_JSON, problem::Problem};
 use serde::{Deserialize, Serialize};
 
 /// One tracked SKU's stock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"sku": "book-1", "available": 7, "reserved": 2, "shipped": 11}))]
 pub struct Stock {
     /// The SKU.
     pub sku: String,
@@ -21,7 +22,7 @@ pub struct Stock {
 }
 
 /// The body of `PUT /inventory/{sku}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
     /// The available stock to set (0 or more).
@@ -115,18 +116,60 @@ pub fn routes(pool: Pool) -> impl Fn(&mut web::ServiceConfig) + Send + Clone + '
             )
             .route("/inventory", web::get().to(list_route))
             .route("/inventory/{sku}", web::get().to(get_route))
-            .route("/inventory/{sku}", web::put().to(set_route));
+            .route("/inventory/{sku}", web::put().to(set_route))
+            .configure(orders_runtime::openapi::routes(&openapi()));
     }
 }
 
+/// The admin API's OpenAPI document (served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    orders_runtime::openapi::document(
+        InventoryApi::openapi(),
+        "order-processor",
+        env!("CARGO_PKG_VERSION"),
+        "The order processor's admin API: the stock of the SKUs the saga tracks (an order with a \
+         tracked line reserves it, all lines or none, else is cancelled as out of stock). Errors \
+         are `application/problem+json` (RFC 9457).",
+    )
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_route, get_route, set_route),
+    components(schemas(Stock, SetStock)),
+    tags((name = "inventory", description = "Stock of the tracked SKUs"))
+)]
+struct InventoryApi;
+
+/// Every tracked SKU's stock, by SKU.
+#[utoipa::path(get, path = "/inventory", tag = "inventory", responses(
+    (status = 200, description = "The tracked SKUs", body = Vec<Stock>),
+))]
 async fn list_route(pool: web::Data<Pool>) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(list(&pool).await?))
 }
 
+/// One SKU's stock.
+#[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "The SKU", example = "book-1")),
+    responses(
+        (status = 200, description = "Its stock", body = Stock),
+        (status = 404, description = "The SKU is not tracked", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Not a valid SKU", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 async fn get_route(pool: web::Data<Pool>, sku: web::Path<String>) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(get(&pool, &sku).await?))
 }
 
+/// Sets a SKU's available stock, and tracks it from then on.
+#[utoipa::path(put, path = "/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "The SKU", example = "book-1")),
+    request_body(content = SetStock, example = json!({"available": 10})),
+    responses(
+        (status = 200, description = "Its stock now", body = Stock),
+        (status = 422, description = "Not a valid SKU, or a body that is not `{available}` with 0 or more", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 async fn set_route(
     pool: web::Data<Pool>,
     sku: web::Path<String>,

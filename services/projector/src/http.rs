@@ -46,9 +46,11 @@ use chrono::{DateTime, Utc};
 use orders_domain::UserId;
 use uuid::Uuid;
 
+use orders_runtime::{openapi::PROBLEM_JSON, problem::Problem};
+
 use crate::{
     problem::QueryError,
-    query::{OrderView, Queries},
+    query::{OrderView, Queries, UserOrders, UserStats, UserWindows},
     waiters::{self, Waiters},
 };
 
@@ -80,14 +82,60 @@ pub fn routes(state: web::Data<QueryState>) -> impl Fn(&mut web::ServiceConfig) 
             .route("/queries/users/{user_id}/orders", web::get().to(user_orders))
             .route("/queries/users/{user_id}/stats", web::get().to(user_stats))
             .route("/queries/users/{user_id}/windows", web::get().to(user_windows))
+            .configure(orders_runtime::openapi::routes(&openapi()))
             .default_service(web::to(no_route));
     }
 }
+
+/// The query API's OpenAPI document (served at `/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    orders_runtime::openapi::document(
+        QueryApi::openapi(),
+        "projector",
+        env!("CARGO_PKG_VERSION"),
+        "The read side: orders, a user's orders and statistics, and the per-user windows of \
+         `order-stats`, projected from the `orders` topic. Eventually consistent: `min_version` \
+         gives read-your-writes. Errors are `application/problem+json` (RFC 9457).",
+    )
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(order, user_orders, user_stats, user_windows),
+    components(schemas(OrderView, UserOrders, UserStats, UserWindows)),
+    tags((name = "queries", description = "The read model"))
+)]
+struct QueryApi;
 
 async fn no_route(req: HttpRequest) -> Result<HttpResponse, QueryError> {
     Err(QueryError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
+/// An order's view.
+///
+/// With `min_version=N` (the version the command API answered), waits up to 2 s until
+/// the view reaches version `N`; when time runs out, answers at once with the staleness
+/// visible: the older view with `X-View-Stale: true`, or `404`
+/// `/problems/not-yet-visible`. A view with a gap has `missing_version` and
+/// `parked_versions`. Every view carries `ETag: "<version>"`.
+#[utoipa::path(get, path = "/queries/orders/{id}", tag = "queries",
+    params(
+        ("id" = Uuid, Path, description = "The order's id"),
+        ("min_version" = Option<u64>, Query, description = "Wait (briefly) until the view has reached this version", example = 2),
+    ),
+    responses(
+        (status = 200, description = "The view (stale when `X-View-Stale` says so)", body = OrderView, headers(
+            ("ETag" = String, description = "`\"<version>\"`"),
+            ("X-View-Stale" = String, description = "`true` when the answer is older than the `min_version` asked"),
+            ("Retry-After" = u32, description = "Seconds, on a stale answer"),
+        )),
+        (status = 400, description = "The id is not a UUID, or a parameter is invalid or unknown", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "Not in the read model (`/problems/not-found`), not yet with `min_version` (`/problems/not-yet-visible`), or its first event is missing (`/problems/missing-events`, with `missing_version` and `parked_versions`)", body = Problem, content_type = PROBLEM_JSON, headers(
+            ("X-View-Stale" = String, description = "`true` when the answer is older than the `min_version` asked"),
+            ("Retry-After" = u32, description = "Seconds, when the order may still come"),
+        )),
+    ))]
 async fn order(
     req: HttpRequest,
     path: web::Path<String>,
@@ -191,6 +239,20 @@ fn answer(view: &OrderView, stale: bool) -> HttpResponse {
     response.json(view)
 }
 
+/// A user's orders, newest first, one page at a time.
+///
+/// Ties are broken by order id, so pages are stable; a page past the end is empty.
+#[utoipa::path(get, path = "/queries/users/{user_id}/orders", tag = "queries",
+    params(
+        ("user_id" = String, Path, description = "The user (1 to 64 characters, no control characters)", example = "alice"),
+        ("page" = Option<u32>, Query, description = "From 1", minimum = 1, maximum = 100_000),
+        ("page_size" = Option<u32>, Query, description = "1 to 100 (default 20)", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "The page", body = UserOrders),
+        (status = 400, description = "An invalid user id or parameter", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "The user has no orders in the read model", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 async fn user_orders(
     req: HttpRequest,
     path: web::Path<String>,
@@ -208,6 +270,14 @@ async fn user_orders(
     }
 }
 
+/// A user's order counts by status, and spending by currency.
+#[utoipa::path(get, path = "/queries/users/{user_id}/stats", tag = "queries",
+    params(("user_id" = String, Path, description = "The user", example = "alice")),
+    responses(
+        (status = 200, description = "The statistics", body = UserStats),
+        (status = 400, description = "An invalid user id, or a parameter (this route takes none)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "The user has no orders in the read model", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 async fn user_stats(
     req: HttpRequest,
     path: web::Path<String>,
@@ -221,6 +291,20 @@ async fn user_stats(
     }
 }
 
+/// A user's windows of `order-stats` that overlap `[from, to)`, newest first.
+///
+/// At most 1000, with `has_more` when older ones were left out. A user without windows
+/// has an empty list. In a query string an offset's `+` is `%2B`.
+#[utoipa::path(get, path = "/queries/users/{user_id}/windows", tag = "queries",
+    params(
+        ("user_id" = String, Path, description = "The user", example = "alice"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "RFC 3339 instant; windows ending after it", example = "2026-01-31T12:00:00Z"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "RFC 3339 instant, after `from`; windows starting before it"),
+    ),
+    responses(
+        (status = 200, description = "The windows", body = UserWindows),
+        (status = 400, description = "An invalid user id or instant, or `from` not before `to`", body = Problem, content_type = PROBLEM_JSON),
+    ))]
 async fn user_windows(
     req: HttpRequest,
     path: web::Path<String>,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::problem::QueryError;
 
 /// An order as `GET /queries/orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// The order.
     pub order_id: Uuid,
@@ -48,7 +48,7 @@ pub struct OrderView {
 }
 
 /// One event of an order's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// Its version.
     pub version: u64,
@@ -82,7 +82,7 @@ pub fn history(
 }
 
 /// A payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Payment {
     /// The payment provider's reference.
     pub payment_id: String,
@@ -93,7 +93,7 @@ pub struct Payment {
 }
 
 /// A shipment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Shipment {
     /// The shipment's reference.
     pub shipment_id: String,
@@ -104,7 +104,7 @@ pub struct Shipment {
 }
 
 /// A cancellation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Cancellation {
     /// Why.
     pub reason: String,
@@ -113,7 +113,7 @@ pub struct Cancellation {
 }
 
 /// One order in a user's list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderSummary {
     /// The order.
     pub order_id: Uuid,
@@ -132,7 +132,7 @@ pub struct OrderSummary {
 }
 
 /// One page of a user's orders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserOrders {
     /// The user.
     pub user_id: String,
@@ -149,7 +149,7 @@ pub struct UserOrders {
 }
 
 /// Orders by current status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatusCounts {
     /// Waiting for payment.
     pub pending: i64,
@@ -162,7 +162,7 @@ pub struct StatusCounts {
 }
 
 /// Spending in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Spend {
     /// The currency.
     pub currency: String,
@@ -175,7 +175,7 @@ pub struct Spend {
 }
 
 /// A user's statistics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserStats {
     /// The user.
     pub user_id: String,
@@ -191,7 +191,7 @@ pub struct UserStats {
 
 /// One window of a user, as `GET /queries/users/{user_id}/windows` shows it: the latest
 /// `UserWindowStats` of the window on `order-stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WindowView {
     /// Start of the window, inclusive.
     pub window_start: DateTime<Utc>,
@@ -215,7 +215,7 @@ pub struct WindowView {
 }
 
 /// A user's windows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserWindows {
     /// The user.
     pub user_id: String,
