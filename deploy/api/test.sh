@@ -119,12 +119,14 @@ main() {
   for entry in "${SERVICES[@]:0:FUZZED}"; do
     name=${entry%%:*} port=${entry##*:}
     log "fuzzing $name with Schemathesis ($MAX_EXAMPLES cases per operation and phase, seed $SEED)"
-    if ! "$py/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    # Run from the state directory: Schemathesis keeps a cache of what it found in the
+    # working directory (.schemathesis/), which belongs to the run, not to the clone.
+    if ! (cd "$STATE" && "$py/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
       --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
       --phases examples,coverage,fuzzing,stateful --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
       --generation-database none \
       --request-timeout 15 --workers 1 --no-color \
-      --report junit --report-dir "$STATE/reports/$name" >"$STATE/$name.schemathesis.txt" 2>&1; then
+      --report junit --report-dir "$STATE/reports/$name") >"$STATE/$name.schemathesis.txt" 2>&1; then
       cat "$STATE/$name.schemathesis.txt" >&2
       failed=1
     fi
