@@ -32,7 +32,7 @@ use rdkafka::{
 };
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument as _, debug, error, info, warn};
 
 use crate::{
     Error, Failure, Handler, Record, Result, Settings, Store,
@@ -365,7 +365,22 @@ impl<H: Handler> Tasks<H> {
             }
         }
         let started = Instant::now();
-        let handled = AssertUnwindSafe(self.handler.handle(record)).catch_unwind().await;
+        // The handling continues the producer's trace (the record's `traceparent`).
+        let span = tracing::info_span!(
+            "consume",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            attempt,
+        );
+        orders_trace_context::set_parent(
+            &span,
+            record.header(orders_trace_context::TRACEPARENT),
+            record.header(orders_trace_context::TRACESTATE),
+        );
+        let handled = AssertUnwindSafe(self.handler.handle(record).instrument(span)).catch_unwind().await;
         metrics::histogram!(metric::HANDLER_SECONDS).record(started.elapsed().as_secs_f64());
         let failure = match handled {
             Ok(Ok(())) => {

@@ -16,6 +16,7 @@ use std::{
 };
 
 use futures::{StreamExt, channel::oneshot::Canceled, stream::FuturesUnordered};
+use orders_trace_context::{TRACEPARENT, TRACESTATE};
 use rdkafka::{
     ClientConfig,
     error::KafkaError,
@@ -149,6 +150,9 @@ struct Pending {
     key: Vec<u8>,
     created_at: SystemTime,
     delivery: DeliveryFuture,
+    /// The record's `outbox publish` span: it ends when the report comes (the future
+    /// is dropped then).
+    _span: tracing::Span,
 }
 
 impl Future for Pending {
@@ -348,9 +352,25 @@ impl Publisher {
                     break 'rows;
                 }
             }
+            // Its span continues the trace of the row's writer (the `traceparent` the
+            // row was written with), and the record carries the span's own context on.
+            let span = tracing::info_span!(
+                "outbox publish",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = %row.topic,
+                outbox.id = row.id,
+            );
+            let header = |name: &str| row.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            orders_trace_context::set_parent(&span, header(TRACEPARENT), header(TRACESTATE));
+            let handed_on = orders_trace_context::traceparent_of(&span);
             let headers =
                 row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (k, v)| {
-                    h.insert(Header { key: k, value: Some(v.as_bytes()) })
+                    let value = match &handed_on {
+                        Some(traceparent) if k == TRACEPARENT => traceparent.as_str(),
+                        _ => v.as_str(),
+                    };
+                    h.insert(Header { key: k, value: Some(value.as_bytes()) })
                 });
             let mut record = FutureRecord::<[u8], [u8]>::to(&row.topic)
                 .key(row.key.as_slice())
@@ -364,6 +384,7 @@ impl Publisher {
                             key: row.key.clone(),
                             created_at: row.created_at,
                             delivery,
+                            _span: span,
                         });
                         break;
                     }

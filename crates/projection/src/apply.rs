@@ -11,7 +11,7 @@ use std::{
 use backon::Retryable as _;
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{Instrument as _, error, warn};
 
 use crate::{
     Batch, Error, Handler, Record, Result, Settings,
@@ -95,7 +95,35 @@ impl<H: Handler> Shared<H> {
 
     /// One attempt: claim the position, apply, dead-letter, advance, commit. `None`
     /// when another writer moved the position.
+    ///
+    /// It runs in a span of its own, `projection apply`, linked to the trace context
+    /// (`traceparent` header) of each record, up to [`MAX_LINKS`]: a batch is the child
+    /// of none of its records.
     async fn apply_once(
+        &self,
+        partition: i32,
+        expected: Option<i64>,
+        records: &[Record],
+    ) -> Result<Option<i64>> {
+        let span = tracing::info_span!(
+            "projection apply",
+            otel.kind = "consumer",
+            projection = %self.settings.name,
+            messaging.destination.name = %self.settings.topic,
+            partition,
+            batch.size = records.len(),
+        );
+        for record in records.iter().take(MAX_LINKS) {
+            orders_trace_context::add_link(
+                &span,
+                record.header(orders_trace_context::TRACEPARENT),
+                record.header(orders_trace_context::TRACESTATE),
+            );
+        }
+        self.apply_in_span(partition, expected, records).instrument(span).await
+    }
+
+    async fn apply_in_span(
         &self,
         partition: i32,
         expected: Option<i64>,
@@ -128,6 +156,10 @@ impl<H: Handler> Shared<H> {
         Ok(Some(next_offset))
     }
 }
+
+/// The most records a batch's span links to: OpenTelemetry's default limit of links
+/// per span (the SDK drops any beyond it).
+const MAX_LINKS: usize = 128;
 
 fn now_millis() -> i64 {
     SystemTime::now()

@@ -31,10 +31,11 @@ use orders_runtime::{CancellationToken, kafka::KafkaArgs};
 use rdkafka::{
     Message,
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::{BorrowedMessage, Header, OwnedHeaders},
+    message::{BorrowedMessage, Header, Headers as _, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use crate::app::{CommandError, Commands, Context, IdempotencyKey, Intent};
 
@@ -93,6 +94,32 @@ impl Handled {
     }
 }
 
+/// The span of one command's handling: it continues the sender's trace (the record's
+/// `traceparent`), so that a saga step and the events it causes are one trace.
+fn consume_span(message: &BorrowedMessage<'_>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = %message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+    );
+    let headers = message.headers();
+    let header = |name: &str| {
+        headers
+            .and_then(|h| h.iter().find(|h| h.key == name))
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    orders_trace_context::set_parent(
+        &span,
+        header(orders_trace_context::TRACEPARENT),
+        header(orders_trace_context::TRACESTATE),
+    );
+    span
+}
+
 impl CommandConsumer {
     /// A consumer in `topics.group`, not yet subscribed.
     pub fn new(commands: Commands, kafka: &KafkaArgs, topics: Topics) -> anyhow::Result<Self> {
@@ -123,7 +150,8 @@ impl CommandConsumer {
                     continue;
                 }
             };
-            let Some(handled) = self.handle(&message, &token).await else { break };
+            let span = consume_span(&message);
+            let Some(handled) = self.handle(&message, &token).instrument(span).await else { break };
             metrics::counter!("order_commands_total", "outcome" => handled.label()).increment(1);
             if let Err(e) = self.consumer.commit_message(&message, CommitMode::Async) {
                 tracing::warn!(error = %e, "committing the offset failed; the command may be redelivered");
@@ -182,7 +210,8 @@ impl CommandConsumer {
         let ctx = Context {
             correlation_id: message.metadata.correlation_id,
             causation_id: Some(message.metadata.command_id),
-            traceparent: None,
+            // The consumer's span continues the sender's trace: the events go on with it.
+            traceparent: orders_runtime::telemetry::current_traceparent(),
             expected_version: message.expected_version,
             idempotency: Some(key.clone()),
         };

@@ -224,7 +224,13 @@ impl Saga {
             topic: self.commands_topic.clone(),
             key: event.order_id.to_string().into_bytes(),
             payload: orders_events::encode_command(&message),
-            headers: BTreeMap::from([("command".to_string(), message.command.name().to_string())]),
+            // The saga step's trace goes on with the command (the handling's span).
+            headers: [("command".to_string(), message.command.name().to_string())]
+                .into_iter()
+                .chain(
+                    orders_runtime::telemetry::current_traceparent().map(|t| ("traceparent".to_string(), t)),
+                )
+                .collect(),
         }
     }
 }

@@ -16,7 +16,7 @@ use rdkafka::{
     ClientContext, Message as _, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext},
     error::KafkaError,
-    message::{BorrowedMessage, Header, OwnedHeaders},
+    message::{BorrowedMessage, Header, Headers as _, OwnedHeaders},
     producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer},
 };
 use tracing::{debug, info};
@@ -63,6 +63,9 @@ pub(super) struct Engine<T: Topology> {
     pub(super) offsets: BTreeMap<TaskId, i64>,
     pub(super) in_transaction: bool,
     pub(super) records: usize,
+    /// The trace contexts (`traceparent`, `tracestate` headers) of the first
+    /// [`MAX_LINKS`] records of the open transaction: its commit's span links to them.
+    pub(super) trace_links: Vec<(String, Option<String>)>,
     pub(super) failed: Option<RunError>,
     /// Halted: nothing may be committed any more, not even by the revoke callback
     /// that closing the consumer runs.
@@ -166,6 +169,21 @@ impl<T: Topology> Engine<T> {
             value: message.payload(),
             headers: message.headers(),
         };
+        if self.trace_links.len() < MAX_LINKS
+            && let Some(headers) = message.headers()
+        {
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+            };
+            if let Some(traceparent) = header(orders_trace_context::TRACEPARENT) {
+                let tracestate = header(orders_trace_context::TRACESTATE).map(str::to_string);
+                self.trace_links.push((traceparent.to_string(), tracestate));
+            }
+        }
         let mut out = Vec::new();
         self.topology.process(task, input, &mut out);
         self.begin()?;
@@ -197,6 +215,13 @@ impl<T: Topology> Engine<T> {
         if out.is_empty() && changelog.is_empty() && self.offsets.is_empty() {
             return Ok(());
         }
+        // The commit's span: linked to the records' traces (a transaction is the child of
+        // none of them), ending with the commit.
+        let span = tracing::info_span!("streams commit", otel.kind = "consumer", records = self.records);
+        for (traceparent, tracestate) in self.trace_links.drain(..) {
+            orders_trace_context::add_link(&span, Some(&traceparent), tracestate.as_deref());
+        }
+        let _entered = span.enter();
         self.begin()?;
         for output in &out {
             self.produce(output)?;
@@ -350,6 +375,7 @@ impl<T: Topology> Engine<T> {
         self.in_transaction = false;
         self.offsets.clear();
         self.records = 0;
+        self.trace_links.clear();
         let ids: Vec<TaskId> = self.tasks.keys().cloned().collect();
         self.tasks.clear();
         self.restore_all(&ids)?;
@@ -364,6 +390,10 @@ impl<T: Topology> Engine<T> {
         Ok(())
     }
 }
+
+/// The most records a commit's span links to: OpenTelemetry's default limit of links per
+/// span (the SDK drops any beyond it).
+const MAX_LINKS: usize = 128;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -436,6 +436,7 @@ fn run_once<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> (Resu
         offsets: BTreeMap::new(),
         in_transaction: false,
         records: 0,
+        trace_links: Vec::new(),
         failed: None,
         halted: false,
         restoring: Arc::clone(&stop.restoring),
