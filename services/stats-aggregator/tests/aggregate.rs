@@ -345,6 +345,11 @@ struct InProcess {
 }
 
 impl InProcess {
+    /// Whether it stopped by itself (a task failed).
+    fn ended(&self) -> bool {
+        self.stopped.is_finished()
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
         assert_eq!(self.stopped.await.unwrap(), Outcome::Clean);
@@ -396,6 +401,12 @@ async fn two_replicas_give_the_windows_of_one() {
         if members.len() == 2 && members.iter().all(|&partitions| partitions > 0) {
             break;
         }
+        assert!(
+            !first.ended() && !second.ended(),
+            "an instance ended while the group formed (one ended: {}, two ended: {}); members {members:?}",
+            first.ended(),
+            second.ended()
+        );
         assert!(Instant::now() < deadline, "not two members with partitions each: {members:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

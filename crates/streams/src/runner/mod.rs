@@ -66,6 +66,14 @@ pub enum RunError {
     /// The settings do not make a topology that can run.
     #[error("invalid settings: {0}")]
     Settings(String),
+    /// A Kafka call failed while the group rebalanced: the commit of the open
+    /// transaction before partitions were revoked, or reading the changelogs of the
+    /// partitions assigned (the group moved on under it, or the brokers were slow).
+    /// [`run`] rejoins with a new producer and consumer and resumes from the committed
+    /// offsets, as Kafka Streams does after a `TaskMigratedException`: the transaction is
+    /// aborted, nothing is lost or counted twice.
+    #[error("rebalancing: {0}")]
+    Rebalance(KafkaError),
     /// The producer hit a fatal error (most often fenced: an instance with the same
     /// transactional id started). [`run`] recreates it and resumes from the committed
     /// offsets; this is what the restart it backs off from was.
@@ -310,8 +318,8 @@ impl<T: Topology> ConsumerContext for Context<T> {
             return;
         }
         if let Err(error) = engine.commit(consumer) {
-            warn!(%error, "committing before a revocation failed; the run ends");
-            engine.failed = Some(error.into());
+            warn!(%error, "committing before a revocation failed; rejoining");
+            engine.failed = Some(RunError::Rebalance(error));
             return;
         }
         for element in list.elements() {
@@ -336,7 +344,11 @@ impl<T: Topology> ConsumerContext for Context<T> {
             metrics::counter!(REBALANCES, "kind" => "assigned").increment(1);
         }
         if let Err(error) = engine.restore_all(&ids) {
-            engine.failed = Some(error);
+            warn!(%error, "restoring the assigned tasks failed; rejoining unless the changelog is unreadable");
+            engine.failed = Some(match error {
+                RunError::Kafka(error) => RunError::Rebalance(error),
+                other => other,
+            });
         }
         engine.assigned();
     }
@@ -367,8 +379,9 @@ fn init_transactions(producer: &ThreadedProducer<Deliveries>, stop: &Stop) -> Re
 /// restored.
 ///
 /// A producer that fails for good (fenced by an instance that took the same
-/// transactional id, say) is recreated with a new consumer, as Kafka Streams rejoins
-/// after a `TaskMigratedException`: the open transaction is lost (the broker aborts it),
+/// transactional id, say), or a Kafka call that fails in a rebalance (the commit before
+/// a revocation, the restore after an assignment), is recreated with a new consumer, as Kafka Streams rejoins after a
+/// `TaskMigratedException`: the open transaction is lost (the broker aborts it),
 /// the tasks are restored and processing resumes from the committed offsets. The
 /// restarts back off (1, 2, 4, 8 s) and count in `streams_producer_restarts_total`. A
 /// fifth within ten minutes ends the run with the error: two live instances with one
@@ -383,7 +396,9 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
     loop {
         let (outcome, returned) = run_once(topology, settings, stop);
         let (error, returned) = match (outcome, returned) {
-            (Err(error @ RunError::ProducerFatal { .. }), Some(returned)) => (error, returned),
+            (Err(error @ (RunError::ProducerFatal { .. } | RunError::Rebalance(_))), Some(returned)) => {
+                (error, returned)
+            }
             (outcome, _) => return outcome,
         };
         // More than a few restarts within minutes: another live instance has the same
