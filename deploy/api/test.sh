@@ -88,7 +88,7 @@ main() {
   local py
   py=$("$ROOT/deploy/local/tools.sh" python)
   log "building the service binaries"
-  cargo build --workspace --bins --locked --quiet
+  (cd "$ROOT" && CARGO_TARGET_DIR=$("$ROOT/deploy/local/target-dir.sh") ${CARGO:-cargo} build --workspace --bins --locked --quiet)
   "$ROOT/deploy/local/infra.sh" namespace create "$NS" >/dev/null
   trap cleanup EXIT
   local entry name port

@@ -150,8 +150,7 @@ struct Pending {
     key: Vec<u8>,
     created_at: SystemTime,
     delivery: DeliveryFuture,
-    /// The record's `outbox publish` span: it ends when the report comes (the future
-    /// is dropped then).
+    /// The record's `outbox publish` span: it ends when [`settle`] takes the report.
     _span: tracing::Span,
 }
 
@@ -364,14 +363,21 @@ impl Publisher {
             let header = |name: &str| row.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
             orders_trace_context::set_parent(&span, header(TRACEPARENT), header(TRACESTATE));
             let handed_on = orders_trace_context::traceparent_of(&span);
-            let headers =
-                row.headers.iter().fold(OwnedHeaders::new_with_capacity(row.headers.len()), |h, (k, v)| {
+            let mut headers = row.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(row.headers.len() + 1),
+                |h, (k, v)| {
                     let value = match &handed_on {
                         Some(traceparent) if k == TRACEPARENT => traceparent.as_str(),
                         _ => v.as_str(),
                     };
                     h.insert(Header { key: k, value: Some(value.as_bytes()) })
-                });
+                },
+            );
+            if let Some(traceparent) = &handed_on
+                && header(TRACEPARENT).is_none()
+            {
+                headers = headers.insert(Header { key: TRACEPARENT, value: Some(traceparent.as_bytes()) });
+            }
             let mut record = FutureRecord::<[u8], [u8]>::to(&row.topic)
                 .key(row.key.as_slice())
                 .payload(row.payload.as_slice())
@@ -467,7 +473,10 @@ async fn settle(
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let until = *deadline;
+        // Reports that came are taken first: past the deadline too (a shutdown drops
+        // only what has not come), and an empty batch settles at once.
         let next = tokio::select! {
+            biased;
             next = pending.next() => next,
             () = token.cancelled(), if until.is_none() => {
                 *deadline = Some(Instant::now() + drain);

@@ -66,12 +66,14 @@ pub enum RunError {
     /// The settings do not make a topology that can run.
     #[error("invalid settings: {0}")]
     Settings(String),
-    /// A Kafka call failed while the group rebalanced: the commit of the open
-    /// transaction before partitions were revoked, or reading the changelogs of the
-    /// partitions assigned (the group moved on under it, or the brokers were slow).
+    /// A Kafka call failed while the group rebalanced, for a reason of the group or the
+    /// transaction moving on (see `in_rebalance`): the commit of the open transaction
+    /// before partitions were revoked, or reading the changelogs of the partitions
+    /// assigned.
     /// [`run`] rejoins with a new producer and consumer and resumes from the committed
-    /// offsets, as Kafka Streams does after a `TaskMigratedException`: the transaction is
-    /// aborted, nothing is lost or counted twice.
+    /// offsets, as Kafka Streams does after a `TaskMigratedException`: exactly once, the
+    /// open transaction is aborted and nothing is lost or counted twice; at least once,
+    /// the records since the last commit are processed again.
     #[error("rebalancing: {0}")]
     Rebalance(KafkaError),
     /// The producer hit a fatal error (most often fenced: an instance with the same
@@ -318,8 +320,8 @@ impl<T: Topology> ConsumerContext for Context<T> {
             return;
         }
         if let Err(error) = engine.commit(consumer) {
-            warn!(%error, "committing before a revocation failed; rejoining");
-            engine.failed = Some(RunError::Rebalance(error));
+            warn!(%error, "committing before a revocation failed");
+            engine.failed = Some(in_rebalance(error));
             return;
         }
         for element in list.elements() {
@@ -344,14 +346,43 @@ impl<T: Topology> ConsumerContext for Context<T> {
             metrics::counter!(REBALANCES, "kind" => "assigned").increment(1);
         }
         if let Err(error) = engine.restore_all(&ids) {
-            warn!(%error, "restoring the assigned tasks failed; rejoining unless the changelog is unreadable");
+            warn!(%error, "restoring the assigned tasks failed");
             engine.failed = Some(match error {
-                RunError::Kafka(error) => RunError::Rebalance(error),
+                RunError::Kafka(error) => in_rebalance(error),
                 other => other,
             });
         }
         engine.assigned();
     }
+}
+
+/// A Kafka error met in a rebalance callback: [`RunError::Rebalance`] (the run rejoins)
+/// when it comes from the group or the transaction moving on (a retriable or abortable
+/// transaction error, a generation or member the coordinator no longer knows, a
+/// rebalance in progress, a coordinator away or a timeout); anything else (a refused
+/// delivery, a changelog that does not exist) ends the run as [`RunError::Kafka`].
+fn in_rebalance(error: KafkaError) -> RunError {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let churn = match &error {
+        KafkaError::Transaction(e) => e.is_retriable() || e.txn_requires_abort(),
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(
+                C::RebalanceInProgress
+                    | C::IllegalGeneration
+                    | C::UnknownMemberId
+                    | C::FencedInstanceId
+                    | C::OperationTimedOut
+                    | C::RequestTimedOut
+                    | C::CoordinatorNotAvailable
+                    | C::NotCoordinator
+                    | C::CoordinatorLoadInProgress
+                    | C::NotLeaderForPartition
+                    | C::LeaderNotAvailable
+            )
+        ),
+    };
+    if churn { RunError::Rebalance(error) } else { RunError::Kafka(error) }
 }
 
 /// Initialises the transactional producer, a second at a time so that a stop is heard
@@ -406,7 +437,16 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         // for ever. End the run, so that the error shows.
         restarts.retain(|at| at.elapsed() < RESTART_WINDOW);
         if restarts.len() >= MAX_RESTARTS {
-            warn!(%error, restarts = restarts.len(), "fenced again and again: is another instance running with the same transactional id?");
+            match error {
+                RunError::Rebalance(_) => {
+                    warn!(%error, restarts = restarts.len(), "failing in rebalance after rebalance; the run ends");
+                }
+                _ => warn!(
+                    %error,
+                    restarts = restarts.len(),
+                    "fenced again and again: is another instance running with the same transactional id?"
+                ),
+            }
             return Err(error);
         }
         let delay = Duration::from_secs(1 << restarts.len());
@@ -415,6 +455,11 @@ pub fn run<T: Topology>(topology: T, settings: &Settings, stop: &Stop) -> Result
         metrics::counter!("streams_producer_restarts_total").increment(1);
         let until = Instant::now() + delay;
         while Instant::now() < until {
+            // A stop while rejoining after a rebalance is a clean stop: nothing was
+            // committed past what was processed.
+            if stop.stop.load(Ordering::SeqCst) && matches!(error, RunError::Rebalance(_)) {
+                return Ok(());
+            }
             if stop.stop.load(Ordering::SeqCst) || stop.halt.load(Ordering::SeqCst) {
                 return Err(error);
             }
@@ -578,6 +623,23 @@ mod tests {
         let settings = Settings::new("app", "app-0", &[("in", "app-state-changelog")], ClientConfig::new());
         assert_eq!(settings.commit_interval, Duration::from_millis(100));
         assert_eq!(settings.inputs, vec![("in".to_string(), "app-state-changelog".to_string())]);
+    }
+
+    #[test]
+    fn only_the_group_or_transaction_moving_on_rejoins() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let rejoins = |error| matches!(in_rebalance(error), RunError::Rebalance(_));
+        assert!(rejoins(KafkaError::ConsumerCommit(C::RebalanceInProgress)));
+        assert!(rejoins(KafkaError::Global(C::IllegalGeneration)));
+        assert!(rejoins(KafkaError::MetadataFetch(C::OperationTimedOut)));
+        assert!(
+            !rejoins(KafkaError::MessageProduction(C::MessageSizeTooLarge)),
+            "a refused delivery ends the run"
+        );
+        assert!(
+            !rejoins(KafkaError::MetadataFetch(C::UnknownTopicOrPartition)),
+            "so does a missing changelog"
+        );
     }
 
     #[test]
