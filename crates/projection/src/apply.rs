@@ -97,7 +97,7 @@ impl<H: Handler> Shared<H> {
     /// when another writer moved the position.
     ///
     /// It runs in a span of its own, `projection apply`, linked to the trace context
-    /// (`traceparent` header) of each record, up to [`MAX_LINKS`]: a batch is the child
+    /// (`traceparent` header) of each record, up to [`orders_trace_context::MAX_LINKS`]: a batch is the child
     /// of none of its records.
     async fn apply_once(
         &self,
@@ -113,7 +113,7 @@ impl<H: Handler> Shared<H> {
             partition,
             batch.size = records.len(),
         );
-        for record in records.iter().take(MAX_LINKS) {
+        for record in records.iter().take(orders_trace_context::MAX_LINKS) {
             orders_trace_context::add_link(
                 &span,
                 record.header(orders_trace_context::TRACEPARENT),
@@ -156,10 +156,6 @@ impl<H: Handler> Shared<H> {
         Ok(Some(next_offset))
     }
 }
-
-/// The most records a batch's span links to: OpenTelemetry's default limit of links
-/// per span (the SDK drops any beyond it).
-const MAX_LINKS: usize = 128;
 
 fn now_millis() -> i64 {
     SystemTime::now()

@@ -84,6 +84,11 @@ pub fn document(
     api
 }
 
+/// The document of a service with no API of its own: only what [`document`] adds.
+pub fn operations_only(title: &str, version: &str, description: &str) -> openapi::OpenApi {
+    document(openapi::OpenApi::default(), title, version, description)
+}
+
 fn operation_mut<'a>(item: &'a mut openapi::PathItem, method: &HttpMethod) -> Option<&'a mut Operation> {
     match method {
         HttpMethod::Get => item.get.as_mut(),

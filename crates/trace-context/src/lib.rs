@@ -42,6 +42,10 @@ pub const TRACEPARENT: &str = "traceparent";
 /// See [`TRACEPARENT`].
 pub const TRACESTATE: &str = "tracestate";
 
+/// The most links one span takes: OpenTelemetry's default limit of links per span (the
+/// SDK drops any beyond it), so a span of a batch links to its first `MAX_LINKS` records.
+pub const MAX_LINKS: usize = 128;
+
 /// The remote span context a `traceparent` (and `tracestate`) describe, when valid.
 pub fn remote_context(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<SpanContext> {
     let traceparent = traceparent?;

@@ -64,7 +64,7 @@ pub(super) struct Engine<T: Topology> {
     pub(super) in_transaction: bool,
     pub(super) records: usize,
     /// The trace contexts (`traceparent`, `tracestate` headers) of the first
-    /// [`MAX_LINKS`] records of the open transaction: its commit's span links to them.
+    /// [`orders_trace_context::MAX_LINKS`] records of the open transaction: its commit's span links to them.
     pub(super) trace_links: Vec<(String, Option<String>)>,
     pub(super) failed: Option<RunError>,
     /// Halted: nothing may be committed any more, not even by the revoke callback
@@ -169,7 +169,7 @@ impl<T: Topology> Engine<T> {
             value: message.payload(),
             headers: message.headers(),
         };
-        if self.trace_links.len() < MAX_LINKS
+        if self.trace_links.len() < orders_trace_context::MAX_LINKS
             && let Some(headers) = message.headers()
         {
             let header = |name: &str| {
@@ -390,10 +390,6 @@ impl<T: Topology> Engine<T> {
         Ok(())
     }
 }
-
-/// The most records a commit's span links to: OpenTelemetry's default limit of links per
-/// span (the SDK drops any beyond it).
-const MAX_LINKS: usize = 128;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
