@@ -1,0 +1,39 @@
+//! orders-load: the load generator and the reconciliation (see the library's docs).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use orders_load::{load, reconcile};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orders-load",
+    about = "Load the orders platform, and reconcile what it derived with its source"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Drive the full life of orders through the APIs and measure it.
+    Run(load::LoadArgs),
+    /// Compare everything derived with its source; non-zero exit on any difference.
+    Reconcile(Box<reconcile::ReconcileArgs>),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Run(args) => load::run(args).await,
+        Command::Reconcile(args) => reconcile::run(*args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orders-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
