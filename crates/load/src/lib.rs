@@ -8,12 +8,15 @@
 //!   [`reconcile`]): the read model, the saga's stock and shipments and the windows
 //!   against the event store, the `orders` topic against the event store. It prints
 //!   each difference and exits non-zero on any.
+//! - `orders-load poison inject|check`: bad records on the consumed topics, then the
+//!   check that each was dead-lettered with a reason (see [`poison`]).
 
 use std::time::Duration;
 
 use anyhow::bail;
 
 pub mod load;
+pub mod poison;
 pub mod progress;
 pub mod reconcile;
 pub mod record;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use orders_load::{load, reconcile};
+use orders_load::{load, poison, reconcile};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +21,9 @@ enum Command {
     Run(load::LoadArgs),
     /// Compare everything derived with its source; non-zero exit on any difference.
     Reconcile(Box<reconcile::ReconcileArgs>),
+    /// Put bad records on the consumed topics, or check they were dead-lettered.
+    #[command(subcommand)]
+    Poison(poison::PoisonCommand),
 }
 
 #[tokio::main]
@@ -28,6 +31,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => load::run(args).await,
         Command::Reconcile(args) => reconcile::run(*args).await,
+        Command::Poison(command) => poison::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ use orders_postgres::DatabaseUrl;
 pub mod compare;
 mod read;
 
+pub use read::read_topic;
+
 use compare::Difference;
 
 /// The settings of a reconciliation.

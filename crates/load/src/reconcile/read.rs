@@ -13,6 +13,7 @@ use rdkafka::{
     ClientConfig, Message as _, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer as _},
     error::KafkaError,
+    message::BorrowedMessage,
     types::RDKafkaErrorCode,
 };
 use tokio_postgres::{Client, NoTls};
@@ -177,14 +178,24 @@ pub(super) async fn outbox(db: &Client) -> anyhow::Result<(i64, i64)> {
 }
 
 /// Every record of `topic`, from its start to the end it has now, in offset order per
-/// partition (read committed).
-pub(super) fn topic(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::Result<Vec<TopicRecord>> {
+/// partition (read committed), each as `map` makes it.
+///
+/// # Errors
+/// When Kafka cannot be read, the topic does not exist, or its end is not reached in
+/// `timeout`.
+pub fn read_topic<T>(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    mut map: impl FnMut(&BorrowedMessage<'_>) -> T,
+) -> anyhow::Result<Vec<T>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("orders-load-reconcile-{}", Uuid::new_v4()))
+        .set("group.id", format!("orders-load-reader-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
+        .set("fetch.max.bytes", "52428800")
         .create()
         .context("creating a Kafka consumer")?;
     let metadata = consumer
@@ -215,11 +226,7 @@ pub(super) fn topic(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::
             None => {}
             Some(Ok(m)) => {
                 at_end.remove(&m.partition());
-                let event = m
-                    .payload()
-                    .and_then(|bytes| orders_events::decode_event(bytes).ok())
-                    .map(|(meta, e)| (Uuid::from(e.order_id), e.version, meta.event_id));
-                records.push(TopicRecord { partition: m.partition(), offset: m.offset(), event });
+                records.push(map(&m));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
@@ -227,8 +234,19 @@ pub(super) fn topic(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
                 bail!("{topic} does not exist on {bootstrap}: {e}");
             }
-            Some(Err(e)) => eprintln!("[reconcile] reading {topic}: {e} (retrying)"),
+            Some(Err(e)) => eprintln!("[orders-load] reading {topic}: {e} (retrying)"),
         }
     }
     Ok(records)
+}
+
+/// The records of the events topic, each with its event when it holds one.
+pub(super) fn topic(bootstrap: &str, topic: &str, timeout: Duration) -> anyhow::Result<Vec<TopicRecord>> {
+    read_topic(bootstrap, topic, timeout, |m| {
+        let event = m
+            .payload()
+            .and_then(|bytes| orders_events::decode_event(bytes).ok())
+            .map(|(meta, e)| (Uuid::from(e.order_id), e.version, meta.event_id));
+        TopicRecord { partition: m.partition(), offset: m.offset(), event }
+    })
 }
