@@ -13,7 +13,7 @@ TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test observability-test api-test images k8s-test
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test observability-test api-test images k8s-test chaos
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ chart-test: ## the Helm chart: lint, render, validate against Kubernetes' schema
 
 k8s-test: up images ## the rendered chart played with podman against the local Kafka and PostgreSQL: migrations, readiness, orders end to end
 	k8s/play.sh
+
+chaos: up build ## the services under load while each is SIGKILLed, then Kafka and PostgreSQL, with poison on the topics; then the reconciliation (report in .local/chaos/)
+	deploy/chaos/run.sh
 
 bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run; report in .local/bench/report.md
 	mkdir -p $(dir $(BENCH_REPORT))

@@ -23,7 +23,6 @@ BIN=$("$ROOT/deploy/local/target-dir.sh")/debug
 NS=api
 MAX_EXAMPLES=${API_TEST_MAX_EXAMPLES:-30}
 SEED=${API_TEST_SEED:-20261201}
-PG=postgres://postgres@127.0.0.1:55432
 # name:port; the fuzzed ones are the first three.
 SERVICES=(command-service:28080 projector:28081 order-processor:28083 outbox-relay:28082 stats-aggregator:28084)
 FUZZED=3
@@ -34,24 +33,9 @@ die() {
   exit 1
 }
 
-env_of() {
-  local common=(KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 LOG_FORMAT=json RUST_LOG=info SHUTDOWN_TIMEOUT=10s)
-  case $1 in
-    command-service) echo "${common[@]}" HTTP_ADDR=127.0.0.1:$2 DATABASE_URL=$PG/${NS}_orders_write \
-      ORDERS_TOPIC=$NS.orders ORDER_COMMANDS_TOPIC=$NS.order-commands DEAD_LETTER_TOPIC=$NS.dlq.order-commands \
-      CONSUMER_GROUP=$NS.command-service ;;
-    projector) echo "${common[@]}" HTTP_ADDR=127.0.0.1:$2 DATABASE_URL=$PG/${NS}_orders_read \
-      ORDERS_TOPIC=$NS.orders ORDER_STATS_TOPIC=$NS.order-stats DEAD_LETTER_TOPIC=$NS.dlq.orders \
-      CONSUMER_GROUP=$NS.projector WINDOWS_CONSUMER_GROUP=$NS.projector-windows ;;
-    order-processor) echo "${common[@]}" ADMIN_ADDR=127.0.0.1:$2 DATABASE_URL=$PG/${NS}_order_processor \
-      ORDERS_TOPIC=$NS.orders ORDER_COMMANDS_TOPIC=$NS.order-commands DEAD_LETTER_TOPIC=$NS.dlq.orders \
-      CONSUMER_GROUP=$NS.order-processor ;;
-    outbox-relay) echo "${common[@]}" ADMIN_ADDR=127.0.0.1:$2 DATABASE_URL=$PG/${NS}_orders_write \
-      ORDERS_TOPIC=$NS.orders ;;
-    stats-aggregator) echo "${common[@]}" ADMIN_ADDR=127.0.0.1:$2 ORDERS_TOPIC=$NS.orders \
-      ORDER_STATS_TOPIC=$NS.order-stats DEAD_LETTER_TOPIC=$NS.dlq.orders APPLICATION_ID=$NS.stats-aggregator ;;
-  esac
-}
+# shellcheck source=deploy/local/namespace-services.sh
+. "$ROOT/deploy/local/namespace-services.sh"
+env_of() { namespace_env "$NS" "$1" "$2"; }
 
 PIDS=()
 cleanup() {

@@ -214,9 +214,11 @@ kafka_up() {
   kafka_topics
 }
 
+# Up to 3 minutes: after a crash the broker first recovers every partition's log (a
+# minute here for some 270 partitions), and only then listens.
 kafka_wait() {
   local i
-  for i in $(seq 1 120); do
+  for i in $(seq 1 360); do
     if ! kafka_pid >/dev/null; then
       tail -n 30 "$KAFKA_HOME/kafka.log" >&2 || true
       die "Kafka exited while starting; see $KAFKA_HOME/kafka.log"
@@ -224,7 +226,7 @@ kafka_wait() {
     if port_open "$KAFKA_PORT"; then return 0; fi
     sleep 0.5
   done
-  die "Kafka does not accept connections on 127.0.0.1:$KAFKA_PORT after 60 s; see $KAFKA_HOME/kafka.log"
+  die "Kafka does not accept connections on 127.0.0.1:$KAFKA_PORT after 180 s; see $KAFKA_HOME/kafka.log"
 }
 
 topic_tool() { kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" "$@"; }

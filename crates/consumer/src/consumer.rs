@@ -94,8 +94,11 @@ impl<H> std::fmt::Debug for Consumer<H> {
 
 /// The librdkafka settings the consumer's guarantees need, applied over `base`:
 /// manual commits only, cooperative-sticky assignment, read-committed, the earliest
-/// offset for a new group, statistics for the lag gauges, and `group.id` = `name` when
-/// `base` names none.
+/// offset for a new group, statistics for the lag gauges, a session of 10 s (the
+/// broker's default, 45 s, is how long a crashed member's partitions wait before the
+/// group gives them to another member or to its restarted self; librdkafka heartbeats
+/// from a thread of its own, which slow handlers do not hold up), and `group.id` =
+/// `name` when `base` names none.
 pub fn consumer_config(base: &ClientConfig, name: &str) -> ClientConfig {
     let mut config = base.clone();
     config
@@ -108,6 +111,7 @@ pub fn consumer_config(base: &ClientConfig, name: &str) -> ClientConfig {
         ("auto.offset.reset", "earliest"),
         ("statistics.interval.ms", "5000"),
         ("fetch.queue.backoff.ms", "10"),
+        ("session.timeout.ms", "10000"),
     ] {
         if config.get(key).is_none() {
             config.set(key, value);

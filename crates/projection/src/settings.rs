@@ -41,13 +41,20 @@ impl fmt::Debug for Settings {
 
 /// `base` with the settings a projection's consumer runs with: auto-commit off,
 /// statistics every 2 s (for the lag gauges) and, unless `base` says otherwise,
-/// `fetch.queue.backoff.ms=10`. librdkafka's default (1 s) stops fetching a partition for
-/// a whole second whenever its local queue is full, which starves a consumer that
-/// empties the queue faster than that.
+/// `fetch.queue.backoff.ms=10` and `session.timeout.ms=10000`. librdkafka's default
+/// backoff (1 s) stops fetching a partition for a whole second whenever its local queue
+/// is full, which starves a consumer that empties the queue faster than that. The
+/// broker's default session (45 s) is how long a crashed member's partitions wait
+/// before the group gives them to another member or to its restarted self; librdkafka
+/// heartbeats from a thread of its own, which a busy handler does not hold up.
 pub fn consumer_config(base: &ClientConfig) -> ClientConfig {
     let mut config = base.clone();
     config.set("enable.auto.commit", "false");
-    for (key, value) in [("statistics.interval.ms", "2000"), ("fetch.queue.backoff.ms", "10")] {
+    for (key, value) in [
+        ("statistics.interval.ms", "2000"),
+        ("fetch.queue.backoff.ms", "10"),
+        ("session.timeout.ms", "10000"),
+    ] {
         if config.get(key).is_none() {
             config.set(key, value);
         }

@@ -78,7 +78,9 @@ impl KafkaArgs {
 
     /// A consumer in `group` that commits offsets only when told to
     /// (`enable.auto.commit=false`), starts from the earliest offset when the group has
-    /// none, and sees only committed transactional messages.
+    /// none, and sees only committed transactional messages. Its session lasts 10 s
+    /// unless `KAFKA_PROPERTIES` says otherwise: the broker's default (45 s) is how long a
+    /// crashed member's partitions wait before its restarted self gets them back.
     pub fn consumer_config(&self, group: &str) -> ClientConfig {
         let mut config = self.client_config();
         config
@@ -86,6 +88,9 @@ impl KafkaArgs {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed");
+        if config.get("session.timeout.ms").is_none() {
+            config.set("session.timeout.ms", "10000");
+        }
         config
     }
 }
@@ -118,5 +123,6 @@ mod tests {
         let c = args.consumer_config("g");
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("session.timeout.ms"), Some("10000"));
     }
 }

@@ -439,3 +439,54 @@ async fn a_member_without_partitions_is_not_restoring_once_assigned() {
         tokio::task::spawn_blocking(move || run.join()).await.unwrap().unwrap().unwrap();
     }
 }
+
+/// The brokers away for longer than the transaction timeout (30 s) mid-stream: the commit
+/// in flight times out (a retriable error), and the run rejoins once they are back
+/// instead of ending, with nothing lost or doubled. (`make chaos` found the aggregator
+/// ending there when it SIGKILLed the broker.) The run reaches the broker through a
+/// proxy that the test cuts for 40 s; the test's own clients go straight to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_past_the_transaction_timeout_is_ridden_out() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+    let mut kafka = TestKafka::new().await;
+    let topics = Topics::new(&mut kafka, "outage", PARTITIONS, &[]).await;
+    let (input, output) = (&topics.input, &topics.output);
+    let records: Vec<(String, i64)> = (0..6_000_i64).map(|i| (format!("key-{}", i % 20), i * 2)).collect();
+    let expected = counts_of(&records);
+    produce(&kafka, input, &records).await;
+    let broker = orders_testkit::kafka::bootstrap_servers().parse().unwrap();
+    let proxy = orders_testkit::proxy::TcpProxy::kafka(broker).await;
+    let mut settings = topics.settings(&kafka, "outage");
+    settings.config.set("bootstrap.servers", proxy.addr().to_string());
+    // Many small transactions: the cut finds one open.
+    settings.max_records_per_transaction = 50;
+    let reader = kafka.consumer_from_start(output, PARTITIONS);
+    let (stop, running) = start(&settings, output);
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.is_empty() {
+        assert!(Instant::now() < deadline, "no output before the outage");
+        receive(&reader, &mut seen, Duration::from_secs(5)).await;
+    }
+
+    proxy.cut();
+    let outage = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < outage {
+        assert!(!running.is_finished(), "the run ended during the outage");
+        receive(&reader, &mut seen, Duration::from_millis(500)).await;
+    }
+    proxy.restore().await;
+    // Records after the outage close the last windows.
+    let late: Vec<(String, i64)> = (0..20).map(|k| (format!("key-{k}"), 1_000_000_000)).collect();
+    produce(&kafka, input, &late).await;
+    receive_all(&reader, &mut seen, &expected, Instant::now() + Duration::from_secs(180), Some(&running))
+        .await;
+    stop.stop();
+    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap().unwrap();
+    drop(tokio::task::spawn_blocking(move || drop(reader)));
+
+    seen.retain(|key, _| !key.ends_with("@1000000000"));
+    assert_finals_once(seen, &expected);
+}

@@ -66,10 +66,10 @@ pub enum RunError {
     /// The settings do not make a topology that can run.
     #[error("invalid settings: {0}")]
     Settings(String),
-    /// A Kafka call failed while the group rebalanced, for a reason of the group or the
-    /// transaction moving on (see `in_rebalance`): the commit of the open transaction
-    /// before partitions were revoked, or reading the changelogs of the partitions
-    /// assigned.
+    /// A Kafka call failed for a reason of the group or the transaction moving on, or of
+    /// the brokers being away for longer than its timeout (see `in_rebalance`): a
+    /// commit (the periodic one, or the one before partitions are revoked), or reading
+    /// the changelogs of the partitions assigned.
     /// [`run`] rejoins with a new producer and consumer and resumes from the committed
     /// offsets, as Kafka Streams does after a `TaskMigratedException`: exactly once, the
     /// open transaction is aborted and nothing is lost or counted twice; at least once,
@@ -356,7 +356,7 @@ impl<T: Topology> ConsumerContext for Context<T> {
     }
 }
 
-/// A Kafka error met in a rebalance callback: [`RunError::Rebalance`] (the run rejoins)
+/// A Kafka error met in a rebalance callback or a commit: [`RunError::Rebalance`] (the run rejoins)
 /// when it comes from the group or the transaction moving on (a retriable or abortable
 /// transaction error, a generation or member the coordinator no longer knows, a
 /// rebalance in progress, a coordinator away or a timeout); anything else (a refused
@@ -411,7 +411,8 @@ fn init_transactions(producer: &ThreadedProducer<Deliveries>, stop: &Stop) -> Re
 ///
 /// A producer that fails for good (fenced by an instance that took the same
 /// transactional id, say), or a Kafka call that fails in a rebalance (the commit before
-/// a revocation, the restore after an assignment), is recreated with a new consumer, as Kafka Streams rejoins after a
+/// a revocation, the restore after an assignment) or a commit that times out (the brokers
+/// away longer than the transaction timeout, 30 s), is recreated with a new consumer, as Kafka Streams rejoins after a
 /// `TaskMigratedException`: the open transaction is lost (the broker aborts it),
 /// the tasks are restored and processing resumes from the committed offsets. The
 /// restarts back off (1, 2, 4, 8 s) and count in `streams_producer_restarts_total`. A
@@ -553,6 +554,11 @@ fn consume<T: Topology>(
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000");
+    // The broker's default session (45 s) is how long a crashed instance's tasks wait
+    // before the group gives them to another instance or to its restarted self.
+    if consumer_config.get("session.timeout.ms").is_none() {
+        consumer_config.set("session.timeout.ms", "10000");
+    }
     let consumer: BaseConsumer<Context<T>> =
         consumer_config.create_with_context(Context { engine: Arc::clone(engine) })?;
     let topics: Vec<&str> = settings.inputs.iter().map(|(input, _)| input.as_str()).collect();
@@ -598,7 +604,9 @@ fn consume<T: Topology>(
                     break Err(error);
                 }
             }
-            Err(error) => break Err(error.into()),
+            // A commit that timed out (the brokers away longer than the transaction
+            // timeout) or that the group moved past: rejoin rather than end the run.
+            Err(error) => break Err(in_rebalance(error)),
         }
     };
     // A run that fails commits nothing more: closing the consumer revokes its partitions,

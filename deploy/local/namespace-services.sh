@@ -1,0 +1,40 @@
+# Sourced by the scripts that run the five services in a namespace of their own
+# (deploy/local/infra.sh namespace create NS: databases NS_*, topics NS.*): make
+# api-test (deploy/api/test.sh) and make chaos (deploy/chaos/run.sh).
+#
+# namespace_env NS NAME PORT
+#   the environment (NAME=value words) of service NAME in namespace NS, its HTTP or
+#   admin server on 127.0.0.1:PORT, against the local Kafka and PostgreSQL.
+# namespace_urls NS
+#   the same namespace for orders-load: its databases and topics (NAME=value words).
+
+NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:55432}
+
+namespace_env() {
+  local ns=$1 name=$2 port=$3 pg=$NAMESPACE_PG
+  local common=(KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info} SHUTDOWN_TIMEOUT=10s)
+  case $name in
+    command-service) echo "${common[@]}" HTTP_ADDR=127.0.0.1:$port DATABASE_URL=$pg/${ns}_orders_write \
+      ORDERS_TOPIC=$ns.orders ORDER_COMMANDS_TOPIC=$ns.order-commands DEAD_LETTER_TOPIC=$ns.dlq.order-commands \
+      CONSUMER_GROUP=$ns.command-service ;;
+    projector) echo "${common[@]}" HTTP_ADDR=127.0.0.1:$port DATABASE_URL=$pg/${ns}_orders_read \
+      ORDERS_TOPIC=$ns.orders ORDER_STATS_TOPIC=$ns.order-stats DEAD_LETTER_TOPIC=$ns.dlq.orders \
+      CONSUMER_GROUP=$ns.projector WINDOWS_CONSUMER_GROUP=$ns.projector-windows ;;
+    order-processor) echo "${common[@]}" ADMIN_ADDR=127.0.0.1:$port DATABASE_URL=$pg/${ns}_order_processor \
+      ORDERS_TOPIC=$ns.orders ORDER_COMMANDS_TOPIC=$ns.order-commands DEAD_LETTER_TOPIC=$ns.dlq.orders \
+      CONSUMER_GROUP=$ns.order-processor ;;
+    outbox-relay) echo "${common[@]}" ADMIN_ADDR=127.0.0.1:$port DATABASE_URL=$pg/${ns}_orders_write \
+      ORDERS_TOPIC=$ns.orders ;;
+    stats-aggregator) echo "${common[@]}" ADMIN_ADDR=127.0.0.1:$port ORDERS_TOPIC=$ns.orders \
+      ORDER_STATS_TOPIC=$ns.order-stats DEAD_LETTER_TOPIC=$ns.dlq.orders APPLICATION_ID=$ns.stats-aggregator ;;
+    *) echo "namespace_env: no service $name" >&2; return 1 ;;
+  esac
+}
+
+namespace_urls() {
+  local ns=$1 pg=$NAMESPACE_PG
+  echo KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 WRITE_DATABASE_URL=$pg/${ns}_orders_write \
+    READ_DATABASE_URL=$pg/${ns}_orders_read PROCESSOR_DATABASE_URL=$pg/${ns}_order_processor \
+    ORDERS_TOPIC=$ns.orders ORDER_COMMANDS_TOPIC=$ns.order-commands \
+    ORDERS_DEAD_LETTER_TOPIC=$ns.dlq.orders COMMANDS_DEAD_LETTER_TOPIC=$ns.dlq.order-commands
+}
