@@ -78,8 +78,9 @@ k8s-test: up images ## the rendered chart played with podman against the local K
 chaos: up build ## the services under load while each is SIGKILLed, then Kafka and PostgreSQL, with poison on the topics; then the reconciliation (report in .local/chaos/)
 	deploy/chaos/run.sh
 
-bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run; report in .local/bench/report.md
+bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run, then the five services end to end at 1,000 orders/s; report and charts in .local/bench/
 	mkdir -p $(dir $(BENCH_REPORT))
 	printf '# Benchmark report\n\nMachine: %s cores, %s. Commit %s.\n\n' "$$(nproc)" "$$(date -u +%F)" "$$(git rev-parse --short HEAD)" > $(BENCH_REPORT)
 	BENCH_REPORT=$(BENCH_REPORT) $(CARGO) bench --workspace --locked --benches
+	BENCH_REPORT=$(BENCH_REPORT) deploy/bench/e2e.sh
 	@echo "report: $(BENCH_REPORT)"

@@ -35,7 +35,6 @@ die() {
 
 # shellcheck source=deploy/local/namespace-services.sh
 . "$ROOT/deploy/local/namespace-services.sh"
-env_of() { namespace_env "$NS" "$1" "$2"; }
 
 PIDS=()
 cleanup() {
@@ -79,18 +78,12 @@ main() {
   for entry in "${SERVICES[@]}"; do
     name=${entry%%:*} port=${entry##*:}
     log "starting $name on 127.0.0.1:$port (log: $STATE/$name.log)"
-    # shellcheck disable=SC2046 # env_of prints NAME=value words
-    env $(env_of "$name" "$port") "$BIN/$name" >"$STATE/$name.log" 2>&1 </dev/null &
-    PIDS+=($!)
+    namespace_start "$NS" "$name" "$port" "$STATE/$name.log" "$BIN"
+    PIDS+=("$NAMESPACE_PID")
   done
-  local i
   for entry in "${SERVICES[@]}"; do
     name=${entry%%:*} port=${entry##*:}
-    for ((i = 0; i < 720; i++)); do
-      [ "$(http_status "$port" /readyz)" = 200 ] && break
-      sleep 0.25
-    done
-    [ "$(http_status "$port" /readyz)" = 200 ] ||
+    namespace_ready "$port" 180 ||
       die "$name is not ready after 180 s: $(curl -s --max-time 5 "http://127.0.0.1:$port/readyz"); see $STATE/$name.log"
     curl -sf --max-time 10 "http://127.0.0.1:$port/openapi.json" -o "$STATE/docs/$name.json" ||
       die "$name does not serve /openapi.json"

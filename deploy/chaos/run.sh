@@ -23,7 +23,7 @@
 #   - orders-load poison check: each poison record dead-lettered with its reason.
 # A report goes to .local/chaos/report.md, the logs to .local/chaos/.
 #
-# Settings: CHAOS_ORDERS (20000), CHAOS_RATE (100), CHAOS_KILLS (3), CHAOS_INFRA_KILLS
+# Settings: CHAOS_ORDERS (20000), CHAOS_RATE (50), CHAOS_KILLS (3), CHAOS_INFRA_KILLS
 # (2), CHAOS_SEED (random), PROFILE (debug: the binaries of `make build`), CHAOS_KEEP=1
 # (keep the namespace's databases and topics afterwards).
 # CI runs a short one: CHAOS_ORDERS=3000 CHAOS_RATE=30 CHAOS_KILLS=1 CHAOS_INFRA_KILLS=1.
@@ -36,7 +36,7 @@ STATE=$LOCAL/chaos
 BIN=$("$ROOT/deploy/local/target-dir.sh")/${PROFILE:-debug}
 NS=chaos
 ORDERS=${CHAOS_ORDERS:-20000}
-RATE=${CHAOS_RATE:-100}
+RATE=${CHAOS_RATE:-50}
 KILLS=${CHAOS_KILLS:-3}
 INFRA_KILLS=${CHAOS_INFRA_KILLS:-2}
 SEED=${CHAOS_SEED:-$RANDOM}
@@ -65,10 +65,8 @@ port_of() {
 }
 
 start() {
-  local name=$1
-  # shellcheck disable=SC2046 # namespace_env prints NAME=value words
-  env $(namespace_env "$NS" "$name" "${PORT[$name]}") "$BIN/$name" >>"$STATE/$name.log" 2>&1 </dev/null &
-  PID[$name]=$!
+  namespace_start "$NS" "$1" "${PORT[$1]}" "$STATE/$1.log" "$BIN"
+  PID[$1]=$NAMESPACE_PID
 }
 
 # The supervisor's round: a service that is not running is started again.
@@ -271,7 +269,16 @@ main() {
     echo '```'
   } >"$STATE/report.md"
   log "report: $STATE/report.md"
-  [ "$load_rc" = 0 ] || die "the load generator saw commands fail or not become visible (status $load_rc); see $STATE/load.log"
+  # The load generator's own account: every command accepted in the end (retried with its
+  # idempotency key) and seen in the read model. A paid order the saga ships later than
+  # the driver waited (an overloaded saga falling behind) is reported, not failed: the
+  # reconciliation checks that it was shipped in the end.
+  local failed not_visible
+  count() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["counts"][sys.argv[2]])' "$STATE/load.json" "$1"; }
+  failed=$(count failed) && not_visible=$(count not_visible) ||
+    die "the load generator left no summary (status $load_rc); see $STATE/load.log"
+  [ "$failed" = 0 ] && [ "$not_visible" = 0 ] ||
+    die "the load generator saw $failed commands fail and $not_visible not become visible (status $load_rc); see $STATE/load.log"
   [ "$reconcile_rc" = 0 ] || die "the reconciliation found differences; see $STATE/reconcile.txt"
   [ "$poison_rc" = 0 ] || die "poison was not dead-lettered; see $STATE/poison.txt"
   log "passed: nothing lost, nothing applied twice, every poison record dead-lettered"

@@ -38,3 +38,24 @@ namespace_urls() {
     ORDERS_TOPIC=$ns.orders ORDER_COMMANDS_TOPIC=$ns.order-commands \
     ORDERS_DEAD_LETTER_TOPIC=$ns.dlq.orders COMMANDS_DEAD_LETTER_TOPIC=$ns.dlq.order-commands
 }
+
+# namespace_start NS NAME PORT LOG BIN
+#   starts service NAME of namespace NS in the background (binary BIN/NAME, output appended
+#   to LOG); its pid in NAMESPACE_PID.
+NAMESPACE_PID=
+namespace_start() {
+  local ns=$1 name=$2 port=$3 log=$4 bin=$5
+  # shellcheck disable=SC2046 # namespace_env prints NAME=value words
+  env $(namespace_env "$ns" "$name" "$port") "$bin/$name" >>"$log" 2>&1 </dev/null &
+  NAMESPACE_PID=$!
+}
+
+# namespace_ready PORT SECONDS: whether 127.0.0.1:PORT answers /readyz with 200 within SECONDS.
+namespace_ready() {
+  local port=$1 seconds=$2 i
+  for ((i = 0; i < seconds * 4; i++)); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/readyz" || true)" = 200 ] && return 0
+    sleep 0.25
+  done
+  return 1
+}

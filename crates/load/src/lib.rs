@@ -8,6 +8,8 @@
 //!   [`reconcile`]): the read model, the saga's stock and shipments and the windows
 //!   against the event store, the `orders` topic against the event store. It prints
 //!   each difference and exits non-zero on any.
+//! - `orders-load report`: a run's summary as the benchmark report's tables and charts
+//!   (see [`report`]).
 //! - `orders-load poison inject|check`: bad records on the consumed topics, then the
 //!   check that each was dead-lettered with a reason (see [`poison`]).
 
@@ -20,6 +22,8 @@ pub mod poison;
 pub mod progress;
 pub mod reconcile;
 pub mod record;
+pub mod report;
+pub mod sample;
 
 /// Where the HTTP APIs are.
 #[derive(Debug, Clone, clap::Args)]

@@ -18,7 +18,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -32,6 +32,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use crate::{
     Endpoints,
     record::{Measure, Percentiles, Recorder, Second},
+    sample::{self, Sample},
 };
 
 /// The settings of a load run.
@@ -69,9 +70,20 @@ pub struct LoadArgs {
     /// Where to write the run's summary (JSON): its counts, percentiles and seconds.
     #[arg(long, env = "LOAD_SUMMARY")]
     summary: Option<std::path::PathBuf>,
+    /// A service's Prometheus endpoint to sample each second for its backlog (consumer
+    /// lag, unpublished outbox rows), as `name=url`; repeatable.
+    #[arg(long = "metrics", value_parser = parse_endpoint)]
+    metrics: Vec<(String, String)>,
     /// The run's name, in its users' and SKUs' names (random when unset).
     #[arg(long, env = "LOAD_RUN")]
     run: Option<String>,
+}
+
+fn parse_endpoint(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(name, url)| (name.to_string(), url.to_string()))
+        .ok_or_else(|| format!("`{value}` is not name=url"))
 }
 
 /// The counts of a run.
@@ -118,6 +130,8 @@ pub struct Summary<'a> {
     pub percentiles: Vec<(&'static str, Measure, Percentiles)>,
     /// Second by second.
     pub seconds: Vec<Second>,
+    /// The services' backlogs, sampled each second (`--metrics`).
+    pub samples: Vec<Sample>,
 }
 
 const SKUS: [&str; 5] = ["book", "mug", "pen", "shirt", "tea"];
@@ -128,6 +142,7 @@ struct Driver {
     run: String,
     counts: Counts,
     recorder: Recorder,
+    samples: Arc<Mutex<Vec<Sample>>>,
 }
 
 /// Runs the load; fails when a command failed or something was not seen in time.
@@ -137,8 +152,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     args.endpoints.wait_ready(&http, &["command", "query", "processor"], args.visibility_timeout).await?;
     let run = args.run.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_string());
     let started = Instant::now();
-    let driver =
-        Arc::new(Driver { args, http, run, counts: Counts::default(), recorder: Recorder::new(started) });
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = sample::start(http.clone(), args.metrics.clone(), started, Arc::clone(&samples));
+    let driver = Arc::new(Driver {
+        args,
+        http,
+        run,
+        counts: Counts::default(),
+        recorder: Recorder::new(started),
+        samples,
+    });
     driver.seed_stock().await?;
     let mode = if driver.args.rate > 0.0 {
         format!("{} orders/s (open loop)", driver.args.rate)
@@ -185,6 +208,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed();
     progress.finish();
+    sampler.abort();
     driver.report(elapsed)
 }
 
@@ -303,7 +327,9 @@ impl Driver {
                     self.counts.conflicts.fetch_add(1, Ordering::Relaxed);
                     return Sent::Conflict;
                 }
-                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                // 408 (the server gave up waiting for the request) and 429 (too many) are
+                // answers to the attempt, not to the command: sent again.
+                Ok(r) if r.status().is_client_error() && ![408, 429].contains(&r.status().as_u16()) => {
                     let status = r.status();
                     eprintln!("[load] POST {path} answered {status}: {}", r.text().await.unwrap_or_default());
                     self.counts.failed.fetch_add(1, Ordering::Relaxed);
@@ -324,21 +350,23 @@ impl Driver {
     }
 
     /// Reads the order at `min_version` until the read model has it (not stale); the view.
+    /// The projector waits for the version before it answers; an answer at once (stale,
+    /// not there yet, or an error: the projector is busy or down) is asked again after a
+    /// pause that doubles up to half a second, so that a system that falls behind is not
+    /// also flooded by this driver's reads.
     async fn read_at(&self, order_id: &str, version: u64, deadline: Instant) -> Option<Value> {
         let url = self.args.endpoints.query(&format!("/queries/orders/{order_id}?min_version={version}"));
+        let mut pause = Duration::from_millis(20);
         while Instant::now() < deadline {
-            match self.http.get(&url).send().await {
-                Ok(r) if r.status().is_success() && r.headers().get("x-view-stale").is_none() => {
-                    if let Ok(view) = r.json::<Value>().await {
-                        return Some(view);
-                    }
-                }
-                // Stale or not there yet: the projector already waited for it.
-                Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+                && r.headers().get("x-view-stale").is_none()
+                && let Ok(view) = r.json::<Value>().await
+            {
+                return Some(view);
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
         None
     }
@@ -476,6 +504,7 @@ impl Driver {
                 counts: &self.counts,
                 percentiles: totals.iter().map(|(m, p)| (m.label(), *m, *p)).collect(),
                 seconds: self.recorder.seconds(),
+                samples: self.samples.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             };
             std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
                 .with_context(|| format!("writing {}", path.display()))?;

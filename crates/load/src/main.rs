@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use orders_load::{load, poison, reconcile};
+use orders_load::{load, poison, reconcile, report};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +21,8 @@ enum Command {
     Run(load::LoadArgs),
     /// Compare everything derived with its source; non-zero exit on any difference.
     Reconcile(Box<reconcile::ReconcileArgs>),
+    /// A run's summary as Markdown tables (on standard output) and SVG charts.
+    Report(report::ReportArgs),
     /// Put bad records on the consumed topics, or check they were dead-lettered.
     #[command(subcommand)]
     Poison(poison::PoisonCommand),
@@ -32,6 +34,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => load::run(args).await,
         Command::Reconcile(args) => reconcile::run(*args).await,
         Command::Poison(command) => poison::run(command).await,
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,10 +10,10 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The measures, each a histogram of microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
     /// A create's HTTP round trip; in an open-loop run, from when it was due to be sent,
@@ -39,18 +39,6 @@ pub enum Measure {
 }
 
 impl Measure {
-    /// Every measure, in the order of the report.
-    pub const ALL: [Self; 8] = [
-        Self::HttpCreate,
-        Self::HttpPay,
-        Self::HttpCancel,
-        Self::VisibleCreate,
-        Self::VisiblePay,
-        Self::VisibleCancel,
-        Self::PaidToShipped,
-        Self::CreateToStats,
-    ];
-
     /// How the report names it.
     pub fn label(self) -> &'static str {
         match self {
@@ -75,7 +63,7 @@ impl Measure {
 }
 
 /// The percentiles of one histogram, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Values recorded.
     pub count: u64,
@@ -106,7 +94,7 @@ impl Percentiles {
 }
 
 /// One second of the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Second {
     /// Seconds since the run started.
     pub t: u64,

@@ -1,5 +1,6 @@
-//! Projection throughput and latency, beside a baseline measured in the same run: the
-//! raw consume rate of the same pre-filled topic.
+//! Projection throughput and latency, beside two baselines measured in the same run: the
+//! raw consume rate of the same pre-filled topic, and the same row changes written
+//! straight to PostgreSQL.
 //!
 //! Needs `make up`; run with `make bench` (or `cargo bench -p projector --bench
 //! projection`). Appends a Markdown table to `$BENCH_REPORT` when set.
@@ -16,12 +17,18 @@
 //!    environment variable), applies the same topic into a fresh database from the
 //!    first offset to the end; timed from the assignment (start-up included) to the
 //!    commit of the last batch;
-//! 4. latency: a fresh topic and database, the projection subscribed as the service runs
+//! 4. the bound it meets in PostgreSQL: the same events' row changes, computed in memory
+//!    beforehand with the projection's own rules (`model::plan`, per partition in batches
+//!    of `BATCH_SIZE`), written into a fresh database with the projector's set-based
+//!    statements and a position per batch, partitions concurrently over `APPLY_CONNECTIONS`
+//!    connections: no Kafka, no decoding (median of three runs);
+//! 5. latency: a fresh topic and database, the projection subscribed as the service runs
 //!    it, events produced at 1,000 per second for `PACED`; latency is the time from each
 //!    record's create timestamp to the commit of its batch.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,7 +43,8 @@ use orders_projection::Projection;
 use orders_runtime::{CancellationToken, kafka::KafkaArgs, postgres::DatabaseUrl};
 use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
 use projector::{
-    project::ReadModel,
+    model,
+    project::{self, ReadModel},
     schema::{self, PoolOptions},
 };
 use rdkafka::{
@@ -220,6 +228,79 @@ async fn project_all(topic: &str, dead_letters: &str, group: &str) -> f64 {
     EVENTS as f64 / elapsed.as_secs_f64()
 }
 
+/// The PostgreSQL bound: the row changes of `events`, planned in memory as the projection
+/// plans them (per partition, in batches of the service's `BATCH_SIZE`), then written
+/// with the projector's statements into a fresh database, one transaction per batch with
+/// its position, the partitions concurrently over the service's connections. Events/s of
+/// the writes alone.
+async fn set_based(events: &[OrderEvent]) -> f64 {
+    let config = settings_config();
+    let mut partitions: Vec<Vec<(usize, OrderEvent)>> = vec![Vec::new(); PARTITIONS as usize];
+    for event in events {
+        let partition = (event.order_id.as_uuid().as_u128() % PARTITIONS as u128) as usize;
+        let slot = &mut partitions[partition];
+        slot.push((slot.len(), event.clone()));
+    }
+    let mut plans: Vec<(i32, Vec<(model::Plan, i64)>)> = Vec::new();
+    for (partition, events) in partitions.iter().enumerate() {
+        let mut views: HashMap<Uuid, model::View> = HashMap::new();
+        let mut batches = Vec::new();
+        for batch in events.chunks(config.batch_size as usize) {
+            let current = batch
+                .iter()
+                .filter_map(|(_, e)| views.get(&e.order_id.as_uuid()))
+                .map(|v| (v.order_id, v.clone()))
+                .collect();
+            let plan = model::plan(current, &HashMap::new(), batch);
+            for row in plan.inserts.iter().chain(&plan.updates) {
+                let view = model::View {
+                    order_id: row.order_id,
+                    version: row.version,
+                    user_id: row.user_id.clone(),
+                    status: model::parse_status(row.status).unwrap(),
+                    currency: row.currency.clone(),
+                    total_minor: row.total_minor,
+                    amount_paid_minor: row.amount_paid_minor,
+                    missing_version: row.missing_version,
+                };
+                views.insert(row.order_id, view);
+            }
+            let next_offset = (batch.last().unwrap().0 + 1) as i64;
+            batches.push((plan, next_offset));
+        }
+        plans.push((partition as i32, batches));
+    }
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let db = TestDatabase::create().await;
+        let pool = migrated_pool(&db).await;
+        let started = Instant::now();
+        let writers = plans.iter().map(|(partition, batches)| {
+            let pool = pool.clone();
+            async move {
+                for (plan, next_offset) in batches {
+                    let mut client = pool.get().await.unwrap();
+                    let tx = client.transaction().await.unwrap();
+                    project::write_rows(&tx, plan, *partition).await.unwrap();
+                    tx.execute(
+                        "INSERT INTO consumer_positions (projection, topic, partition, next_offset) VALUES ('bench', 'orders', $1, $2)
+                         ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+                        &[partition, next_offset],
+                    )
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }
+        });
+        futures::future::join_all(writers).await;
+        runs.push(events.len() as f64 / started.elapsed().as_secs_f64());
+    }
+    runs.sort_by(f64::total_cmp);
+    println!("  set-based writes: {runs:.0?} events/s");
+    runs[1]
+}
+
 /// The apply latency at `RATE` events per second: p50, p99, max.
 async fn paced_latency(
     kafka: &mut TestKafka,
@@ -289,6 +370,7 @@ fn main() {
         let started = Instant::now();
         produce(&producer, &topic, &events).await;
         println!("  produced in {:.1}s", started.elapsed().as_secs_f64());
+        let written = set_based(&events).await;
         drop(events);
 
         // The baseline reads the topic in a fraction of a second: the median of three runs.
@@ -308,15 +390,18 @@ fn main() {
 
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
         let ratio = applied / raw;
+        let ratio_pg = applied / written;
         let table = format!(
-            "### projector: events applied per second beside the raw consume rate\n\n\
+            "### projector: events applied per second beside the raw consume rate and the PostgreSQL bound\n\n\
              Pre-filled topic: {EVENTS} order events, {PARTITIONS} partitions. Each reads it from the \
              first offset to the end, in the same run.\n\n\
              | measure | value |\n|---|---|\n\
              | raw consume (rdkafka StreamConsumer, the projection's consumer settings; first to last record, median of 3) | {raw:.0} events/s |\n\
              | for scale: consume and decode each envelope, nothing written | {decoded:.0} events/s |\n\
              | projection (decode, version check, upserts, positions, commit per partition batch; assignment to last commit) | {applied:.0} events/s |\n\
+             | PostgreSQL bound: the same row changes, planned in memory beforehand, written with the projector's set-based statements and a position per batch, partitions concurrently (no Kafka, no decoding; median of 3) | {written:.0} events/s |\n\
              | ratio projection / raw (target >= 0.3) | {ratio:.2} |\n\
+             | ratio projection / PostgreSQL bound (target >= 0.7) | {ratio_pg:.2} |\n\
              | apply latency at {RATE} events/s for {}s, record timestamp to commit: p50 / p99 / max (target p99 < 100 ms) | {} / {} / {} ms |\n\n",
             PACED.as_secs(),
             ms(p50),

@@ -156,12 +156,22 @@ async fn load_views(tx: &Transaction<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, 
 /// on the transaction's connection).
 async fn write(tx: &Transaction<'_>, plan: &Plan, batch: &Batch<'_>) -> Result<(), StoreError> {
     futures::try_join!(
-        insert_views(tx, plan),
-        update_views(tx, plan),
-        upsert_stats(tx, plan, batch.partition),
+        write_rows(tx, plan, batch.partition),
         parked::park(tx, plan, batch),
         parked::unpark(tx, plan),
     )?;
+    Ok(())
+}
+
+/// Writes a plan's row changes (new views, changed views, statistics) with the
+/// projector's set-based statements, as [`ReadModel`] does for a batch, without the
+/// parked events and the clock: the benchmark's PostgreSQL baseline writes
+/// precomputed plans with it.
+///
+/// # Errors
+/// A statement fails, or a view changed under the plan.
+pub async fn write_rows(tx: &Transaction<'_>, plan: &Plan, partition: i32) -> Result<(), StoreError> {
+    futures::try_join!(insert_views(tx, plan), update_views(tx, plan), upsert_stats(tx, plan, partition))?;
     Ok(())
 }
 
