@@ -249,7 +249,7 @@ main() {
   tail -n 16 "$STATE/load.log" | tee -a "$STATE/chaos.log"
   log "reconciling (orders-load reconcile: waits up to 10 min for the system to settle)"
   local reconcile_rc=0 poison_rc=0
-  env "${urls[@]}" "$BIN/orders-load" reconcile --settle 600s >"$STATE/reconcile.txt" 2>&1 || reconcile_rc=$?
+  env "${urls[@]}" "$BIN/orders-load" reconcile --settle 600s >"$STATE/reconcile.txt" 2>"$STATE/reconcile.log" || reconcile_rc=$?
   tail -n 60 "$STATE/reconcile.txt" | tee -a "$STATE/chaos.log"
   env "${urls[@]}" "$BIN/orders-load" poison check --file "$STATE/poison.json" >"$STATE/poison.txt" 2>&1 || poison_rc=$?
   tee -a "$STATE/chaos.log" <"$STATE/poison.txt"

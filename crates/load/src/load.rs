@@ -49,9 +49,11 @@ pub struct LoadArgs {
     /// Orders driven at once in a closed-loop run (`--rate 0`).
     #[arg(long, env = "LOAD_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
-    /// Most orders in flight in an open-loop run; past it, starts wait (and their wait
-    /// counts in their latency).
-    #[arg(long, env = "LOAD_MAX_IN_FLIGHT", default_value_t = 20_000)]
+    /// Most commands in flight in an open-loop run, and as many reads (each holds a
+    /// connection); past it, a request waits for one to end, and its wait counts in its
+    /// latency. Without a bound, a system that falls behind meets ever more connections
+    /// and retries, and the run measures its collapse rather than its latency.
+    #[arg(long, env = "LOAD_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
     /// Users placing the orders.
     #[arg(long, env = "LOAD_USERS", default_value_t = 200)]
@@ -143,6 +145,11 @@ struct Driver {
     counts: Counts,
     recorder: Recorder,
     samples: Arc<Mutex<Vec<Sample>>>,
+    /// The commands in flight (`--max-in-flight`).
+    commands: Semaphore,
+    /// The reads in flight (`--max-in-flight` more): apart, so that reads waiting for
+    /// the read model do not hold up commands.
+    reads: Semaphore,
 }
 
 /// Runs the load; fails when a command failed or something was not seen in time.
@@ -152,6 +159,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     args.endpoints.wait_ready(&http, &["command", "query", "processor"], args.visibility_timeout).await?;
     let run = args.run.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_string());
     let started = Instant::now();
+    let args_max_in_flight = args.max_in_flight;
     let samples = Arc::new(Mutex::new(Vec::new()));
     let sampler = sample::start(http.clone(), args.metrics.clone(), started, Arc::clone(&samples));
     let driver = Arc::new(Driver {
@@ -161,6 +169,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         counts: Counts::default(),
         recorder: Recorder::new(started),
         samples,
+        commands: Semaphore::new(args_max_in_flight.max(1)),
+        reads: Semaphore::new(args_max_in_flight.max(1)),
     });
     driver.seed_stock().await?;
     let mode = if driver.args.rate > 0.0 {
@@ -185,8 +195,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         },
     );
     let mut tasks = JoinSet::new();
-    let limit = if driver.args.rate > 0.0 { driver.args.max_in_flight } else { driver.args.concurrency };
-    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    // Closed loop: `concurrency` orders at a time. Open loop: every order starts when due
+    // (its requests bounded by `requests`).
+    let limit = if driver.args.rate > 0.0 { Semaphore::MAX_PERMITS } else { driver.args.concurrency.max(1) };
+    let permits = Arc::new(Semaphore::new(limit));
     for index in 0..driver.args.orders {
         let due = if driver.args.rate > 0.0 {
             let due = started + Duration::from_secs_f64(index as f64 / driver.args.rate);
@@ -210,6 +222,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     progress.finish();
     sampler.abort();
     driver.report(elapsed)
+}
+
+/// An HTTP answer, read whole.
+struct Answer {
+    status: reqwest::StatusCode,
+    /// The projector's `x-view-stale` header was there.
+    stale: bool,
+    body: Vec<u8>,
 }
 
 /// How a command ended.
@@ -305,6 +325,14 @@ impl Driver {
         }
     }
 
+    /// Sends one request once one of `slots` is free, reading its whole answer in it.
+    async fn send(&self, slots: &Semaphore, request: reqwest::RequestBuilder) -> reqwest::Result<Answer> {
+        let _slot = slots.acquire().await;
+        let response = request.send().await?;
+        let (status, stale) = (response.status(), response.headers().contains_key("x-view-stale"));
+        Ok(Answer { status, stale, body: response.bytes().await?.to_vec() })
+    }
+
     /// Sends a command until it is answered (retrying failures with the same key);
     /// records its round trip from `since`.
     async fn command(&self, measure: Measure, since: Instant, key: &str, path: &str, body: &Value) -> Sent {
@@ -312,30 +340,35 @@ impl Driver {
         let deadline = Instant::now() + self.args.retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let response = self.http.post(&url).header("Idempotency-Key", key).json(body).send().await;
+            let response = self
+                .send(&self.commands, self.http.post(&url).header("Idempotency-Key", key).json(body))
+                .await;
             let error = match response {
-                Ok(r) if r.status().is_success() => {
+                Ok(r) if r.status.is_success() => {
                     self.recorder.record(measure, since.elapsed());
                     self.counts.accepted.fetch_add(1, Ordering::Relaxed);
-                    let answer: Value = r.json().await.unwrap_or(Value::Null);
+                    let answer: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                     return Sent::Accepted {
                         version: answer["version"].as_u64().unwrap_or(1),
                         order_id: answer["order_id"].as_str().map(str::to_string),
                     };
                 }
-                Ok(r) if r.status().as_u16() == 409 => {
+                Ok(r) if r.status.as_u16() == 409 => {
                     self.counts.conflicts.fetch_add(1, Ordering::Relaxed);
                     return Sent::Conflict;
                 }
                 // 408 (the server gave up waiting for the request) and 429 (too many) are
                 // answers to the attempt, not to the command: sent again.
-                Ok(r) if r.status().is_client_error() && ![408, 429].contains(&r.status().as_u16()) => {
-                    let status = r.status();
-                    eprintln!("[load] POST {path} answered {status}: {}", r.text().await.unwrap_or_default());
+                Ok(r) if r.status.is_client_error() && ![408, 429].contains(&r.status.as_u16()) => {
+                    eprintln!(
+                        "[load] POST {path} answered {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    );
                     self.counts.failed.fetch_add(1, Ordering::Relaxed);
                     return Sent::Failed;
                 }
-                Ok(r) => format!("answered {}", r.status()),
+                Ok(r) => format!("answered {}", r.status),
                 Err(e) => e.to_string(),
             };
             if Instant::now() + backoff > deadline {
@@ -358,10 +391,10 @@ impl Driver {
         let url = self.args.endpoints.query(&format!("/queries/orders/{order_id}?min_version={version}"));
         let mut pause = Duration::from_millis(20);
         while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(&url).send().await
-                && r.status().is_success()
-                && r.headers().get("x-view-stale").is_none()
-                && let Ok(view) = r.json::<Value>().await
+            if let Ok(r) = self.send(&self.reads, self.http.get(&url)).await
+                && r.status.is_success()
+                && !r.stale
+                && let Ok(view) = serde_json::from_slice::<Value>(&r.body)
             {
                 return Some(view);
             }
@@ -412,8 +445,8 @@ impl Driver {
         let url = self.args.endpoints.query(&format!("/queries/users/{user}/windows"));
         let deadline = created + self.args.visibility_timeout;
         while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(&url).send().await
-                && let Ok(answer) = r.json::<Value>().await
+            if let Ok(r) = self.send(&self.reads, self.http.get(&url)).await
+                && let Ok(answer) = serde_json::from_slice::<Value>(&r.body)
             {
                 let counted: i64 = answer["windows"]
                     .as_array()
@@ -426,7 +459,7 @@ impl Driver {
                     return;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         eprintln!("[load] {user}'s windows do not count its order after {:?}", self.args.visibility_timeout);
         self.counts.not_in_windows.fetch_add(1, Ordering::Relaxed);

@@ -69,9 +69,9 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     backlog(&loaded, &chart("backlog"))?;
 
     let count = |name: &str| loaded.counts.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let lost = count("failed") + count("not_visible") + count("not_shipped") + count("not_in_windows");
+    let late = count("not_visible") + count("not_shipped") + count("not_in_windows");
     println!(
-        "{} orders at {} orders/s in {:.1} s: {} commands accepted ({:.0}/s), {} conflicts (the saga moved first), {} retries, {} lost or not seen in time.",
+        "{} orders at {} orders/s, the last script done after {:.1} s: {} commands accepted ({:.0}/s over the whole run), {} conflicts (the saga moved first), {} retries, {} commands failed for good; {} steps not seen within the driver's wait (commands in the read model, paid orders shipped, probes in their windows).",
         loaded.orders,
         loaded.rate,
         loaded.elapsed_s,
@@ -79,7 +79,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         count("accepted") as f64 / loaded.elapsed_s.max(0.001),
         count("conflicts"),
         count("retries"),
-        lost
+        count("failed"),
+        late
     );
     println!();
     println!("| measure, ms | count | p50 | p90 | p99 | p99.9 | max | p99 target |");

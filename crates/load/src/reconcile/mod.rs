@@ -104,7 +104,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
                 args.settle
             );
         }
-        println!(
+        eprintln!(
             "[reconcile] {} differences (the first: {}: {}); waiting for the system to settle",
             differences.len(),
             differences[0].area,
