@@ -75,7 +75,8 @@ chart-test: ## the Helm chart: lint, render, validate against Kubernetes' schema
 k8s-test: up images ## the rendered chart played with podman against the local Kafka and PostgreSQL: migrations, readiness, orders end to end
 	k8s/play.sh
 
-chaos: up build ## the services under load while each is SIGKILLed, then Kafka and PostgreSQL, with poison on the topics; then the reconciliation (report in .local/chaos/)
+chaos: up toolchain ## the services under load while each is SIGKILLed, then Kafka and PostgreSQL, with poison on the topics; then the reconciliation (report in .local/chaos/; PROFILE=release for the release build)
+	$(CARGO) build --workspace --bins $(if $(filter release,$(PROFILE)),--release)
 	deploy/chaos/run.sh
 
 bench: up toolchain ## the benchmarks, each beside its baseline measured in the same run, then the five services end to end at 1,000 orders/s; report and charts in .local/bench/

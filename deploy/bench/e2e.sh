@@ -64,6 +64,9 @@ main() {
   # shellcheck disable=SC2046 # namespace_urls prints NAME=value words
   env $(namespace_urls "$NS") "$BIN/orders-load" reconcile --settle 300s >"$STATE/reconcile.txt" 2>"$STATE/reconcile.log" || rc=$?
   cat "$STATE/reconcile.txt"
+  local failed
+  failed=$(summary_count "$STATE/load.json" failed) ||
+    die "the load generator left no summary (status $load_rc); see $STATE/load.log"
   {
     echo
     echo "## End to end: the five services at a fixed rate"
@@ -80,9 +83,6 @@ main() {
   } >>"$REPORT"
   # Targets missed, or commands seen later than the driver waited, are the report's to
   # show; a command that failed for good, or a difference, fails the benchmark.
-  local failed
-  failed=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["counts"]["failed"])' "$STATE/load.json") ||
-    die "the load generator left no summary (status $load_rc); see $STATE/load.log"
   [ "$failed" = 0 ] || die "$failed commands failed for good; see $STATE/load.log"
   [ "$rc" = 0 ] || die "the reconciliation found differences; see $STATE/reconcile.txt"
   log "report: $REPORT"

@@ -7,8 +7,10 @@
 #   admin server on 127.0.0.1:PORT, against the local Kafka and PostgreSQL.
 # namespace_urls NS
 #   the same namespace for orders-load: its databases and topics (NAME=value words).
+# summary_count FILE NAME
+#   count NAME of an orders-load run summary (`run --summary FILE`); fails when absent.
 
-NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:55432}
+NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:${PG_PORT:-55432}}
 
 namespace_env() {
   local ns=$1 name=$2 port=$3 pg=$NAMESPACE_PG
@@ -58,4 +60,10 @@ namespace_ready() {
     sleep 0.25
   done
   return 1
+}
+
+summary_count() {
+  local value
+  value=$(sed -n "s/^ *\"$2\": \([0-9][0-9]*\),\{0,1\}$/\1/p" "$1" 2>/dev/null | head -n 1)
+  [ -n "$value" ] && echo "$value"
 }

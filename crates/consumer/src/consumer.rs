@@ -394,6 +394,11 @@ impl<H: Handler> Tasks<H> {
             Ok(Err(failure)) => failure,
             Err(_panic) => Failure::permanent("the handler panicked"),
         };
+        if failure.is_unavailable() {
+            let delay = self.settings.retry.delay_unbounded(attempt + 1);
+            debug!(origin = record.origin(), attempt, %failure, ?delay, "a dependency is unavailable; retrying");
+            return Outcome::Retry(delay);
+        }
         if failure.is_transient()
             && let Some(delay) = self.settings.retry.delay_before(attempt + 1)
         {

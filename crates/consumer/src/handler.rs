@@ -11,9 +11,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Why a record was not handled, which decides what happens to it.
 #[derive(Debug)]
 pub enum Failure {
-    /// Worth trying again (a database or a remote service is unreachable, a deadlock):
-    /// retried with backoff up to the attempts allowed, then dead-lettered.
+    /// Worth trying again, the record may be at fault (a deadlock, a timeout of its
+    /// statement): retried with backoff up to the attempts allowed, then dead-lettered.
     Transient(BoxError),
+    /// A dependency is down (the database or a remote service does not answer): not the
+    /// record's fault, so it is retried with backoff (up to the longest delay) for as long
+    /// as it takes, and never dead-lettered. Only its key waits.
+    Unavailable(BoxError),
     /// Trying again cannot help (the record breaks a rule, it cannot be decoded):
     /// dead-lettered at once.
     Permanent(BoxError),
@@ -25,14 +29,24 @@ impl Failure {
         Self::Transient(error.into())
     }
 
+    /// A dependency that does not answer: retried until it does.
+    pub fn unavailable(error: impl Into<BoxError>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
     /// A failure no retry can mend.
     pub fn permanent(error: impl Into<BoxError>) -> Self {
         Self::Permanent(error.into())
     }
 
-    /// Whether a retry may help.
+    /// Whether a retry may help (a transient failure, or a dependency unavailable).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::Unavailable(_))
+    }
+
+    /// Whether a dependency is down: retried without a limit of attempts.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
 }
 
@@ -40,6 +54,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (kind, error) = match self {
             Self::Transient(e) => ("transient", e),
+            Self::Unavailable(e) => ("unavailable", e),
             Self::Permanent(e) => ("permanent", e),
         };
         write!(f, "{kind}: {error}")?;

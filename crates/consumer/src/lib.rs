@@ -57,7 +57,9 @@
 //! - **Retries.** A [`Failure::Transient`] is retried after an exponential backoff with
 //!   jitter ([`Retry`]); only that key waits. After [`Retry::max_attempts`] attempts, or
 //!   at once for a [`Failure::Permanent`] (an undecodable record, a handler panic), the
-//!   record is dead-lettered.
+//!   record is dead-lettered. A [`Failure::Unavailable`] (the database or a service the
+//!   handler needs is down) is retried, backing off up to [`Retry::max_delay`], until it
+//!   succeeds: an outage is not the record's fault.
 //! - **Dead letters** go to [`Settings::dead_letter_topic`] with the original key,
 //!   value and headers plus the headers of [`dead_letter::header`] (reason, attempts,
 //!   origin topic, partition and offset, the consumer's name), and into the store. The

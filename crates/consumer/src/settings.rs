@@ -26,6 +26,12 @@ impl Default for Retry {
 }
 
 impl Retry {
+    /// The delay before attempt `next` of a record whose dependency is unavailable: as
+    /// [`Retry::delay_before`], without the limit of attempts (at most `max_delay`).
+    pub fn delay_unbounded(&self, next: u32) -> Duration {
+        Retry { max_attempts: u32::MAX, ..*self }.delay_before(next.clamp(2, 64)).unwrap_or(self.max_delay)
+    }
+
     /// The delay before attempt `next` (2 for the first retry), or `None` when no
     /// attempt is left. Exponential with full jitter: `backon`'s, the one backoff of
     /// every retry loop here.

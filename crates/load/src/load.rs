@@ -285,7 +285,12 @@ impl Driver {
         let (order_id, version) =
             match self.command(Measure::HttpCreate, due, &key("create"), "/commands/orders", &body).await {
                 Sent::Accepted { version, order_id: Some(id) } => (id, version),
-                _ => return,
+                Sent::Accepted { order_id: None, .. } => {
+                    eprintln!("[load] a create was accepted without an order id");
+                    self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Sent::Conflict | Sent::Failed => return,
             };
         self.counts.created.fetch_add(1, Ordering::Relaxed);
         let created = Instant::now();

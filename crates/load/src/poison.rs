@@ -7,9 +7,11 @@
 //!   not know (a field number past the schema's), and an oversized record (512 KiB).
 //!   Each has a key of its own (a fresh order id, so no real order waits behind it) and a
 //!   `poison` header naming its kind. The keys go to `--file`.
-//! - `check` reads the dead-letter topics and finds, for each key of the file, at least
-//!   `--event-consumers` dead letters of an event poison (one per consumer of the events
-//!   topic), at least one of a command poison, each with a `dlq.reason`.
+//! - `check` reads the dead-letter topics and finds, for each key of the file, dead
+//!   letters with a `dlq.reason` from `--event-consumers` consumers for an event poison
+//!   (one per consumer of the events topic, told apart by their `dlq.consumer` header;
+//!   a consumer that writes none counts as one, "unnamed"), from one for a command
+//!   poison. A consumer that dead-letters a record twice (at least once) counts once.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
@@ -176,43 +178,44 @@ async fn missing(args: &PoisonArgs, injected: &[Injected]) -> anyhow::Result<Vec
         (&args.orders_topic, &args.orders_dead_letter_topic, args.event_consumers),
         (&args.order_commands_topic, &args.commands_dead_letter_topic, 1),
     ] {
-        let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // Per key: each consumer that dead-lettered it (its `dlq.consumer` header, or
+        // "unnamed" for a consumer that writes none) and its reason.
+        let mut reasons: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let (bootstrap, name) = (args.kafka_bootstrap_servers.clone(), dead_letters.clone());
         let records = tokio::task::spawn_blocking(move || {
             crate::reconcile::read_topic(&bootstrap, &name, Duration::from_secs(120), |m| {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                let reason = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "dlq.reason")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
-                (key, reason)
+                let header = |name: &str| {
+                    m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == name)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
+                };
+                (key, header("dlq.reason"), header("dlq.consumer").unwrap_or_else(|| "unnamed".into()))
             })
         })
         .await??;
-        for (key, reason) in records {
+        for (key, reason, consumer) in records {
             if let Some(reason) = reason {
-                reasons.entry(key).or_default().push(reason);
+                reasons.entry(key).or_default().insert(consumer, reason);
             }
         }
         for poison in injected.iter().filter(|p| &p.topic == topic) {
-            let found = reasons.get(&poison.key).map_or(&[][..], Vec::as_slice);
+            let empty = BTreeMap::new();
+            let found = reasons.get(&poison.key).unwrap_or(&empty);
             if found.len() < expected {
                 missing.push(format!(
-                    "the {} poison on {topic} (key {}) has {} dead letters with a reason on {dead_letters}, not {expected}",
+                    "the {} poison on {topic} (key {}) was dead-lettered on {dead_letters} by {:?}, not by {expected} consumers",
                     poison.kind,
                     poison.key,
-                    found.len()
+                    found.keys().collect::<Vec<_>>()
                 ));
             } else {
-                let mut shown: Vec<&String> = found.iter().collect();
-                shown.sort();
-                shown.dedup();
                 found_lines.push(format!(
-                    "[poison] {} on {topic}: {} dead letters on {dead_letters}, reasons {shown:?}",
-                    poison.kind,
-                    found.len()
+                    "[poison] {} on {topic}: dead-lettered on {dead_letters} by {found:?}",
+                    poison.kind
                 ));
             }
         }

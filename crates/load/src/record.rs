@@ -129,9 +129,17 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-/// Microseconds, 3 significant digits: up to an hour, auto-resized past it.
+/// Microseconds, 3 significant digits: up to an hour, auto-resized past it (about 190 KB).
 fn histogram() -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    h.auto(true);
+    h
+}
+
+/// A second's histogram: 2 significant digits up to 10 minutes (about 10 KB: a run keeps
+/// two per second).
+fn coarse_histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid bounds");
     h.auto(true);
     h
 }
@@ -157,7 +165,11 @@ impl Recorder {
         record(inner.totals.entry(measure).or_insert_with(histogram), us);
         if measure.is_http() || measure.is_visibility() {
             while inner.seconds.len() <= second {
-                inner.seconds.push(Slot { accepted: 0, http: histogram(), visible: histogram() });
+                inner.seconds.push(Slot {
+                    accepted: 0,
+                    http: coarse_histogram(),
+                    visible: coarse_histogram(),
+                });
             }
             let slot = &mut inner.seconds[second];
             if measure.is_http() {

@@ -40,6 +40,24 @@ pub fn aborted_by_concurrency(error: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// Whether `error` says the server is not there rather than anything about the
+/// statement: no answer (I/O error, closed connection), a connection exception (SQLSTATE
+/// class 08), the server shutting down, restarting or not yet accepting connections
+/// (57P01-57P03), or too many connections (53300). A [`Failure::Transient`] of that kind
+/// lasts as long as the outage: a caller retries it without a limit of attempts.
+pub fn server_unavailable(error: &tokio_postgres::Error) -> bool {
+    let Some(db) = error.as_db_error() else { return true };
+    let code = db.code();
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+}
+
 /// Classifies `error`. Transient: no answer from the server (I/O error, closed
 /// connection, timeout), a connection exception (SQLSTATE class 08), a serialization
 /// failure or deadlock (40001, 40P01), the server shutting down or not yet accepting

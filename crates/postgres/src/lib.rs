@@ -38,7 +38,7 @@ mod migrate;
 mod pool;
 mod url;
 
-pub use error::{Failure, aborted_by_concurrency, classify, describe};
+pub use error::{Failure, aborted_by_concurrency, classify, describe, server_unavailable};
 pub use migrate::{MigrateError, migrate};
 pub use pool::{Session, connect, pool};
 pub use url::DatabaseUrl;

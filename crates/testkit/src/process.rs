@@ -76,7 +76,7 @@ impl BinarySpec {
 /// does not exist and (with PostgreSQL) while its database is unreachable; a
 /// malformed address stops it with status 2.
 ///
-/// ```ignore
+/// ```text
 /// const SPEC: BinarySpec = BinarySpec { exe: env!("CARGO_BIN_EXE_my-service"), .. };
 /// orders_testkit::lifecycle_tests!(SPEC);
 /// ```

@@ -81,7 +81,7 @@ impl Saga {
     /// nothing when the inbox says it was handled before.
     #[tracing::instrument(skip_all, fields(order_id = %event.order_id, version = event.version))]
     pub async fn handle(&self, (metadata, event): Event) -> Result<(), Failure> {
-        let mut client = self.pool.get().await.map_err(Failure::transient)?;
+        let mut client = self.pool.get().await.map_err(Failure::unavailable)?;
         let tx = client.transaction().await.map_err(db)?;
         let id = metadata.event_id.to_string();
         if !orders_consumer::inbox::claim(&tx, &self.consumer, &id).await.map_err(consumer)? {
@@ -242,8 +242,13 @@ fn decode(record: &Record) -> Result<Decoded<Event>, String> {
 }
 
 /// A database error as a failure: transient unless retrying cannot help.
+/// PostgreSQL down is waited for (never dead-lettered: an outage is not the event's
+/// fault); another transient error is retried up to the attempts allowed.
 fn db(error: tokio_postgres::Error) -> Failure {
     match orders_postgres::classify(&error) {
+        orders_postgres::Failure::Transient if orders_postgres::server_unavailable(&error) => {
+            Failure::unavailable(error)
+        }
         orders_postgres::Failure::Transient => Failure::transient(error),
         _ => Failure::permanent(error),
     }
@@ -252,6 +257,7 @@ fn db(error: tokio_postgres::Error) -> Failure {
 fn consumer(error: orders_consumer::Error) -> Failure {
     match error {
         orders_consumer::Error::Postgres(e) => db(e),
+        orders_consumer::Error::Pool(e) => Failure::unavailable(e),
         other => Failure::transient(other),
     }
 }

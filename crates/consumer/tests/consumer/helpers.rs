@@ -128,6 +128,8 @@ pub(crate) enum Script {
     FailTimes(u32),
     /// Fail transiently every time.
     AlwaysTransient,
+    /// Fail as unavailable (a dependency down) this many more times, then succeed.
+    UnavailableTimes(u32),
     /// Fail permanently every time.
     Permanent,
 }
@@ -191,7 +193,7 @@ impl Handler for Scripted {
             match scripts.get_mut(&key) {
                 Some(script) if version == 1 || self.every_version => {
                     let now = *script;
-                    if let Script::FailTimes(n) = script {
+                    if let Script::FailTimes(n) | Script::UnavailableTimes(n) = script {
                         if *n <= 1 {
                             scripts.remove(&key);
                         } else {
@@ -207,6 +209,7 @@ impl Handler for Scripted {
             Some(Script::FailTimes(_) | Script::AlwaysTransient) => {
                 Err(Failure::transient("the service is down"))
             }
+            Some(Script::UnavailableTimes(_)) => Err(Failure::unavailable("the database is down")),
             Some(Script::Permanent) => Err(Failure::permanent("the order breaks a rule")),
             None => {
                 self.handled.lock().unwrap_or_else(PoisonError::into_inner).push((key, version));

@@ -77,6 +77,31 @@ async fn a_transient_failure_is_retried_and_holds_back_only_its_key() {
     assert!(first_flaky >= 20, "the other keys went on while flaky waited: {handled:?}");
 }
 
+/// A dependency down for longer than the attempts allowed (`make chaos` found the order
+/// processor dead-lettering events while PostgreSQL restarted): the record is retried
+/// until it succeeds, never dead-lettered, and its key's later record follows in order.
+#[tokio::test]
+async fn an_unavailable_dependency_is_waited_for_past_the_attempts() {
+    let world = World::new(1).await;
+    let handler = Scripted::sleeping(Duration::ZERO);
+    handler.set("down", Some(Script::UnavailableTimes(6)));
+    world.send("down", b"1").await;
+    world.send("down", b"2").await;
+    let settings = Settings {
+        retry: Retry {
+            max_attempts: 2,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+        },
+        ..world.settings()
+    };
+    let running = world.start(settings, std::sync::Arc::clone(&handler));
+    eventually(DEADLINE, "down handled", || handler.versions_of("down").len() == 2).await;
+    running.stop().await;
+    assert_eq!(handler.versions_of("down"), vec![1, 2]);
+    assert_eq!(handler.calls_of("down"), 8, "seven attempts of version 1, one of version 2");
+}
+
 /// A record that keeps failing ends in the dead-letter topic with the documented
 /// headers, and in the store; the later records of its key are parked, the other keys
 /// go on; a replay handles it and then the parked ones, in order, and releases the key.

@@ -261,12 +261,15 @@ pub struct Saga {
     pub reservations: BTreeMap<(Uuid, String), (i64, String)>,
     /// Per order: its shipment id.
     pub shipments: BTreeMap<Uuid, String>,
+    /// The orders the saga recorded an outcome for: those it found a tracked line in.
+    pub outcomes: BTreeSet<Uuid>,
 }
 
 /// The saga's reservations, shipments and stock against what the orders imply.
 ///
-/// An order with a tracked line holds a reservation of each tracked line (the sum of its
-/// quantities), `reserved` while it is pending or paid, `shipped` once shipped,
+/// An order the saga took on (it recorded an outcome: the order had a line of a SKU
+/// tracked when it was created; whether a SKU is tracked now says nothing of then) holds
+/// a reservation of each tracked line (the sum of its quantities), `reserved` while it is pending or paid, `shipped` once shipped,
 /// `released` once cancelled; unless the saga found too little stock, when it holds none
 /// and the order is cancelled (by the saga, or by its customer first). A shipped order with a reservation has the saga's shipment, by the id of
 /// its `OrderShipped`; a shipment of an order cancelled meanwhile (the customer was
@@ -293,11 +296,15 @@ pub fn saga(orders: &BTreeMap<Uuid, Order>, found: &Saga) -> Vec<Difference> {
         // No reservation at all is what the saga leaves when it found too little stock;
         // the order is then cancelled, by the saga's `CancelOrder` or by the customer's,
         // whichever came first.
-        let expected: BTreeMap<&str, (i64, &str)> = if status == OrderStatus::Cancelled && holds.is_empty() {
-            BTreeMap::new()
-        } else {
-            lines.iter().map(|(sku, q)| (*sku, (*q, state))).collect()
-        };
+        // An order the saga never took on (no outcome: no line of a SKU tracked then)
+        // holds nothing either.
+        let left_alone = holds.is_empty() && !found.outcomes.contains(id);
+        let expected: BTreeMap<&str, (i64, &str)> =
+            if left_alone || (status == OrderStatus::Cancelled && holds.is_empty()) {
+                BTreeMap::new()
+            } else {
+                lines.iter().map(|(sku, q)| (*sku, (*q, state))).collect()
+            };
         if holds != expected {
             out.push(diff(
                 "saga",
@@ -596,6 +603,7 @@ mod tests {
                 ((c, "book".to_string()), reservation("shipped")),
             ]),
             shipments: BTreeMap::from([(c, format!("s-{c}"))]),
+            outcomes: BTreeSet::from([a, b, c]),
         };
         assert_eq!(saga(&orders, &found), vec![]);
 
@@ -606,7 +614,8 @@ mod tests {
         assert!(differences.iter().any(|d| d.what.contains("stock of book: reserved 2, shipped 2")));
         assert!(differences.iter().any(|d| d.what.contains("the saga's shipment is another")));
 
-        // A cancelled order may hold nothing (the saga found no stock); a pending one may not.
+        // A cancelled order may hold nothing (the saga found no stock); a pending one the
+        // saga took on may not; one it never took on (no tracked line then) holds nothing.
         found.reservations.clear();
         found.stock.clear();
         found.shipments.clear();
@@ -618,6 +627,9 @@ mod tests {
             "{differences:?}"
         );
         assert!(!differences.iter().any(|d| d.what.contains(&format!("order {b} "))), "{differences:?}");
+        found.outcomes.remove(&a);
+        let differences = saga(&orders, &found);
+        assert!(!differences.iter().any(|d| d.what.contains(&format!("order {a} "))), "{differences:?}");
     }
 
     #[test]

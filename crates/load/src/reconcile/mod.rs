@@ -91,7 +91,17 @@ struct Counted {
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.settle;
     loop {
-        let (differences, counted) = pass(&args).await?;
+        // A server that does not answer yet (just restarted, a partition without a leader)
+        // is waited for, as a difference is.
+        let (differences, counted) = match pass(&args).await {
+            Ok(pass) => pass,
+            Err(e) if Instant::now() + Duration::from_secs(2) <= deadline => {
+                eprintln!("[reconcile] cannot read everything yet ({e:#}); trying again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if differences.is_empty() {
             print_summary(&args, &counted);
             return Ok(());

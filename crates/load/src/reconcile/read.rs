@@ -164,6 +164,9 @@ pub(super) async fn saga(db: &Client) -> anyhow::Result<Saga> {
     {
         saga.shipments.insert(r.get(0), r.get(1));
     }
+    for r in db.query("SELECT order_id FROM saga_outcomes", &[]).await.context("reading saga_outcomes")? {
+        saga.outcomes.insert(r.get(0));
+    }
     Ok(saga)
 }
 

@@ -412,7 +412,7 @@ fn init_transactions(producer: &ThreadedProducer<Deliveries>, stop: &Stop) -> Re
 /// A producer that fails for good (fenced by an instance that took the same
 /// transactional id, say), or a Kafka call that fails in a rebalance (the commit before
 /// a revocation, the restore after an assignment) or a commit that times out (the brokers
-/// away longer than the transaction timeout, 30 s), is recreated with a new consumer, as Kafka Streams rejoins after a
+/// away longer than the commit call waits, 30 s), is recreated with a new consumer, as Kafka Streams rejoins after a
 /// `TaskMigratedException`: the open transaction is lost (the broker aborts it),
 /// the tasks are restored and processing resumes from the committed offsets. The
 /// restarts back off (1, 2, 4, 8 s) and count in `streams_producer_restarts_total`. A
