@@ -38,12 +38,7 @@ die() {
 
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  namespace_stop "${PIDS[@]}"
   "$ROOT/deploy/local/infra.sh" namespace delete "$NS" >/dev/null 2>&1 || true
 }
 

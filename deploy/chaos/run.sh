@@ -100,13 +100,8 @@ wait_ready() {
 
 cleanup() {
   set +e
-  local name
   [ -n "$LOAD_PID" ] && kill -TERM "$LOAD_PID" 2>/dev/null
-  for name in "${!PID[@]}"; do kill -TERM "${PID[$name]}" 2>/dev/null || true; done
-  for name in "${!PID[@]}"; do
-    for _ in $(seq 1 80); do kill -0 "${PID[$name]}" 2>/dev/null || break; sleep 0.25; done
-    kill -KILL "${PID[$name]}" 2>/dev/null || true
-  done
+  namespace_stop "${PID[@]}"
   # Leave the infrastructure running, as it was found, without the namespace (unless
   # CHAOS_KEEP=1, to look into its databases and topics).
   "$ROOT/deploy/local/infra.sh" up >>"$STATE/infra.log" 2>&1 || true

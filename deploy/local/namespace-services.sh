@@ -52,6 +52,16 @@ namespace_start() {
   NAMESPACE_PID=$!
 }
 
+# namespace_stop PID...: SIGTERM each, SIGKILL what still runs 20 s later.
+namespace_stop() {
+  local pid
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
 # namespace_ready PORT SECONDS: whether 127.0.0.1:PORT answers /readyz with 200 within SECONDS.
 namespace_ready() {
   local port=$1 seconds=$2 i

@@ -34,21 +34,15 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::StreamExt as _;
+use orders_load::{Endpoints, Rng};
 use serde_json::{Value, json};
 
 /// Settings, from flags or environment variables.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "orders-demo", about = "Drive a workload of orders and show what the read model answers")]
 struct Args {
-    /// Base URL of the command API.
-    #[arg(long, env = "COMMANDS_URL", default_value = "http://127.0.0.1:8080")]
-    commands_url: String,
-    /// Base URL of the query API.
-    #[arg(long, env = "QUERIES_URL", default_value = "http://127.0.0.1:8081")]
-    queries_url: String,
-    /// Base URL of the order processor's admin API (inventory).
-    #[arg(long, env = "PROCESSOR_URL", default_value = "http://127.0.0.1:8083")]
-    processor_url: String,
+    #[command(flatten)]
+    endpoints: Endpoints,
     /// Number of orders to create.
     #[arg(long, env = "DEMO_ORDERS", default_value_t = 1000)]
     orders: usize,
@@ -111,21 +105,8 @@ struct Demo {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
-    let services = [
-        ("command-service", &args.commands_url),
-        ("projector", &args.queries_url),
-        ("order-processor", &args.processor_url),
-    ];
-    for (name, url) in services {
-        let ready = http.get(format!("{url}/readyz")).send().await;
-        match ready {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                bail!("{name} at {url} is not ready ({}); start the services with `make run`", r.status())
-            }
-            Err(e) => bail!("{name} at {url} does not answer ({e}); start the services with `make run`"),
-        }
-    }
+    // Ready now, or the services are not running: no wait.
+    args.endpoints.wait_ready(&http, &["command", "query", "processor"], Duration::ZERO).await?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
     let demo = Arc::new(Demo { args, http, run, tally: Tally::default() });
     println!(
@@ -170,22 +151,6 @@ const STOCK: [(&str, i64); 6] = [
     ("shirt", 100_000),
     ("tea", 100_000),
 ];
-
-/// A small deterministic generator (xorshift), so a run's mix is reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 /// How a command ended.
 enum Sent {
@@ -250,15 +215,7 @@ impl Demo {
     async fn seed_stock(&self) -> anyhow::Result<()> {
         println!("== Stock set on the order processor (PUT /inventory/{{sku}} {{\"available\": N}})");
         for (sku, available) in STOCK {
-            let url = format!("{}/inventory/{sku}", self.args.processor_url);
-            let response = self.http.put(&url).json(&json!({ "available": available })).send().await?;
-            if !response.status().is_success() {
-                bail!(
-                    "PUT {url} answered {}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                );
-            }
+            self.args.endpoints.set_stock(&self.http, sku, available).await?;
             print!("  {sku} {available}");
         }
         println!("\n");
@@ -325,7 +282,7 @@ impl Demo {
             finals.iter().filter(|(scripted, view)| *scripted == "paid" && view["status"] == "paid");
         let unsettled = unsettled.count();
 
-        let url = format!("{}/inventory", self.args.processor_url);
+        let url = self.args.endpoints.processor("/inventory");
         let inventory: Value =
             self.http.get(&url).send().await?.json().await.with_context(|| format!("GET {url}"))?;
         println!();
@@ -353,7 +310,7 @@ impl Demo {
     /// Sends one command; returns how it ended and the order id it names.
     async fn command(&self, kind: &'static str, path: &str, body: &Value) -> Option<(Sent, Option<String>)> {
         let started = Instant::now();
-        let response = self.http.post(format!("{}{path}", self.args.commands_url)).json(body).send().await;
+        let response = self.http.post(self.args.endpoints.command(path)).json(body).send().await;
         let elapsed = started.elapsed();
         let response = match response {
             Ok(r) => r,
@@ -383,7 +340,7 @@ impl Demo {
     /// Asks the query API for `version` of the order until it shows it; records how long.
     async fn until_visible(&self, kind: &'static str, order_id: &str, version: u64) {
         let started = Instant::now();
-        let url = format!("{}/queries/orders/{order_id}?min_version={version}", self.args.queries_url);
+        let url = self.args.endpoints.query(&format!("/queries/orders/{order_id}?min_version={version}"));
         while started.elapsed() < self.args.visibility_timeout {
             match self.http.get(&url).send().await {
                 Ok(r) if r.status().is_success() && r.headers().get("x-view-stale").is_none() => {
@@ -416,7 +373,7 @@ impl Demo {
     }
 
     async fn query(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.http.get(format!("{}{path}", self.args.queries_url)).send().await?;
+        let response = self.http.get(self.args.endpoints.query(path)).send().await?;
         let status = response.status();
         let body: Value = response.json().await.with_context(|| format!("GET {path}"))?;
         if !status.is_success() {

@@ -55,6 +55,20 @@ impl Endpoints {
         format!("{}{path}", self.processor_url)
     }
 
+    /// Sets the stock of `sku` on the order processor (`PUT /inventory/{sku}`), which
+    /// tracks it from then on.
+    ///
+    /// # Errors
+    /// When the processor does not answer with a 2xx.
+    pub async fn set_stock(&self, http: &reqwest::Client, sku: &str, available: i64) -> anyhow::Result<()> {
+        let url = self.processor(&format!("/inventory/{sku}"));
+        let response = http.put(&url).json(&serde_json::json!({ "available": available })).send().await?;
+        if !response.status().is_success() {
+            bail!("PUT {url} answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
     /// Waits up to `timeout` until each named API (`command`, `query`, `processor`)
     /// answers `/readyz` with a 2xx.
     ///

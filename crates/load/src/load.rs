@@ -249,15 +249,7 @@ impl Driver {
         let scarce = (self.args.orders / 100).max(5) as i64;
         let stock = SKUS.iter().map(|s| (self.sku(s), 1_000_000_000)).chain([(self.sku("scarce"), scarce)]);
         for (sku, available) in stock {
-            let url = self.args.endpoints.processor(&format!("/inventory/{sku}"));
-            let response = self.http.put(&url).json(&json!({ "available": available })).send().await?;
-            if !response.status().is_success() {
-                bail!(
-                    "PUT {url} answered {}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                );
-            }
+            self.args.endpoints.set_stock(&self.http, &sku, available).await?;
         }
         Ok(())
     }
