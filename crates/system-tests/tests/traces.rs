@@ -339,7 +339,11 @@ async fn one_command_is_one_trace_across_the_services() {
                 in_trace(spans, pay_trace, "order-processor", "consume").into_iter().next()?.clone();
             let consumed =
                 in_trace(spans, pay_trace, "command-service", "consume").into_iter().next()?.clone();
-            Some((processed, consumed))
+            // Their parents too: each service exports its spans in batches of its own, so a
+            // child can arrive before its parent (seen in a fresh-clone CI run).
+            let received = |id: String| spans.iter().any(|s| s.span_id() == id);
+            (received(processed.parent_id()) && received(consumed.parent_id()))
+                .then_some((processed, consumed))
         })
         .await;
     let spans = receiver.spans();
