@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${ORDERS_LOCAL_DIR:-$ROOT/.local}
 OUT=$STATE/k8s-play
 NAMESPACE=k8s
-PG=postgres://postgres@127.0.0.1:${PG_PORT:-55432}
+PG=postgres://postgres@127.0.0.1:${PG_PORT:-15432}
 # Ports of k8s/play/values.yaml.
 COMMANDS=18080 QUERIES=18081 PROCESSOR=18083
 PORTS=(command-service:18080 projector:18081 outbox-relay:18082 order-processor:18083 stats-aggregator:18084)

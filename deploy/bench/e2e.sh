@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The end-to-end benchmark of `make bench`: the five services (release build) in a
-# namespace of their own (databases bench_*, topics bench.*, ports 48080-48084), driven
+# namespace of their own (databases bench_*, topics bench.*, ports 30080-30084), driven
 # by orders-load at a fixed rate (open loop) for a fixed time, the services' backlogs
 # sampled each second; then orders-load reconcile (0 lost, 0 applied twice), and the
 # run's tables and charts appended to the report (orders-load report).
@@ -17,7 +17,7 @@ BIN=$("$ROOT/deploy/local/target-dir.sh")/release
 NS=bench
 RATE=${E2E_RATE:-1000}
 SECONDS_=${E2E_SECONDS:-60}
-SERVICES=(command-service:48080 projector:48081 outbox-relay:48082 order-processor:48083 stats-aggregator:48084)
+SERVICES=(command-service:30080 projector:30081 outbox-relay:30082 order-processor:30083 stats-aggregator:30084)
 
 # shellcheck source=deploy/local/namespace-services.sh
 . "$ROOT/deploy/local/namespace-services.sh"
@@ -52,7 +52,7 @@ main() {
   done
   log "$RATE orders/s for $SECONDS_ s (open loop), the five services of the release build"
   local rc=0 load_rc=0
-  env COMMANDS_URL=http://127.0.0.1:48080 QUERIES_URL=http://127.0.0.1:48081 PROCESSOR_URL=http://127.0.0.1:48083 \
+  env COMMANDS_URL=http://127.0.0.1:30080 QUERIES_URL=http://127.0.0.1:30081 PROCESSOR_URL=http://127.0.0.1:30083 \
     "$BIN/orders-load" run --rate "$RATE" --orders $((RATE * SECONDS_)) "${metrics[@]}" \
     --retry-for 60s --visibility-timeout 120s --summary "$STATE/load.json" >"$STATE/load.log" 2>&1 || load_rc=$?
   tail -n 14 "$STATE/load.log"

@@ -2,7 +2,7 @@
 # make chaos: the five services under load while things break, then the reconciliation.
 #
 # The services run in a namespace of their own (databases chaos_*, topics chaos.*, ports
-# 38080-38084; see deploy/local/namespace-services.sh), watched by this script as a
+# 29080-29084; see deploy/local/namespace-services.sh), watched by this script as a
 # supervisor would: a service that exits, or is killed, is started again. While
 # `orders-load run` drives CHAOS_ORDERS orders at CHAOS_RATE orders/s, the script, in a
 # random order with random gaps:
@@ -42,9 +42,9 @@ RATE=${CHAOS_RATE:-50}
 KILLS=${CHAOS_KILLS:-3}
 INFRA_KILLS=${CHAOS_INFRA_KILLS:-2}
 SEED=${CHAOS_SEED:-$RANDOM}
-SERVICES=(command-service:38080 projector:38081 outbox-relay:38082 order-processor:38083 stats-aggregator:38084)
-COMMANDS=http://127.0.0.1:38080
-QUERIES=http://127.0.0.1:38081
+SERVICES=(command-service:29080 projector:29081 outbox-relay:29082 order-processor:29083 stats-aggregator:29084)
+COMMANDS=http://127.0.0.1:29080
+QUERIES=http://127.0.0.1:29081
 
 # shellcheck source=deploy/local/namespace-services.sh
 . "$ROOT/deploy/local/namespace-services.sh"
@@ -220,7 +220,7 @@ main() {
 
   # shellcheck disable=SC2046 # namespace_urls prints NAME=value words
   local urls=($(namespace_urls "$NS"))
-  env COMMANDS_URL=$COMMANDS QUERIES_URL=$QUERIES PROCESSOR_URL=http://127.0.0.1:38083 \
+  env COMMANDS_URL=$COMMANDS QUERIES_URL=$QUERIES PROCESSOR_URL=http://127.0.0.1:29083 \
     "$BIN/orders-load" run --orders "$ORDERS" --rate "$RATE" --retry-for 300s --visibility-timeout 600s \
     --summary "$STATE/load.json" >"$STATE/load.log" 2>&1 &
   LOAD_PID=$!

@@ -20,7 +20,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${ORDERS_LOCAL_DIR:-$ROOT/.local}
 KAFKA_HOME=$STATE/kafka
 PG_HOME=$STATE/postgres
-PG_PORT=${PG_PORT:-55432}
+# Below Linux's ephemeral ports (32768-60999): a client that keeps reconnecting while the
+# server is down can be given the server's own port as its source port and connect to
+# itself (TCP simultaneous open); that socket, then its TIME_WAIT, holds the port and
+# the restarted server fails with "Address already in use" (seen with 55432 under make
+# chaos). The same goes for every port a service of this project listens on.
+PG_PORT=${PG_PORT:-15432}
 KAFKA_PORT=9092
 KAFKA_CONTROLLER_PORT=9093
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/local/kafka/pom.xml")
@@ -97,7 +102,22 @@ pg_prepare_home() {
   fi
 }
 
-pg_running() { as_pg "$(pg_bindir)/pg_ctl" -D "$(pg_data)" status >/dev/null 2>&1; }
+# Whether process $1 runs: a zombie (killed, not yet reaped by its parent) does not.
+# kill -0 and `pg_ctl status` count a zombie as running; this machine's init can take
+# minutes to reap an orphaned postmaster that was SIGKILLed (make chaos does that).
+alive() {
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+pg_lock_file() { echo "$(pg_data)/postmaster.pid"; }
+
+pg_running() {
+  local pid
+  pid=$(head -n 1 "$(pg_lock_file)" 2>/dev/null) && [ -n "$pid" ] && alive "$pid" &&
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ] && as_pg "$(pg_bindir)/pg_ctl" -D "$(pg_data)" status >/dev/null 2>&1
+}
 
 pg_up() {
   local bin
@@ -125,8 +145,17 @@ EOF
     if port_open "$PG_PORT"; then
       die "port $PG_PORT is taken by a process this project did not start; free it or set PG_PORT"
     fi
+    # The lock file of a postmaster that is gone: PostgreSQL removes it itself unless its
+    # pid is still taken, by a zombie postmaster or a process that reused the pid, and
+    # then refuses to start. The server's own check of its shared memory still stops
+    # a start while a backend of the old server lives.
+    if [ -f "$(pg_lock_file)" ]; then
+      log "removing the lock file of a postmaster that no longer runs (pid $(head -n 1 "$(pg_lock_file)"))"
+      rm -f "$(pg_lock_file)"
+    fi
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_HOME/postgres.log)"
-    as_pg "$bin/pg_ctl" -D "$(pg_data)" -l "$PG_HOME/postgres.log" -w -t 60 start >/dev/null ||
+    # The port is given at each start, so a cluster made with another port follows PG_PORT.
+    as_pg "$bin/pg_ctl" -D "$(pg_data)" -l "$PG_HOME/postgres.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null ||
       die "PostgreSQL did not start; see $PG_HOME/postgres.log"
   fi
   local i

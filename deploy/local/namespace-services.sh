@@ -10,7 +10,7 @@
 # summary_count FILE NAME
 #   count NAME of an orders-load run summary (`run --summary FILE`); fails when absent.
 
-NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:${PG_PORT:-55432}}
+NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:${PG_PORT:-15432}}
 
 namespace_env() {
   local ns=$1 name=$2 port=$3 pg=$NAMESPACE_PG

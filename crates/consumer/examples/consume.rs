@@ -30,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let topic = std::env::args().nth(1).unwrap_or_else(|| "orders".into());
     let brokers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let url: DatabaseUrl = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/order_processor".into())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/order_processor".into())
         .parse()?;
     let pool = orders_postgres::pool(&url, 4, "consumer-example", &Session::default())?;
     let store = Store::new(pool, "example-printer");

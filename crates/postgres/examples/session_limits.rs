@@ -10,7 +10,7 @@ use orders_postgres::{DatabaseUrl, Session, pool};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url: DatabaseUrl = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/orders_write".into())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/orders_write".into())
         .parse()?;
     let pool = pool(&url, 1, "session-limits-example", &Session::default())?;
     let client = pool.get().await?;

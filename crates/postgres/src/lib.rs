@@ -25,7 +25,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use orders_postgres::{DatabaseUrl, Session, pool};
 //!
-//! let url: DatabaseUrl = "postgres://app@127.0.0.1:55432/orders".parse()?;
+//! let url: DatabaseUrl = "postgres://app@127.0.0.1:15432/orders".parse()?;
 //! let pool = pool(&url, 8, "my-service", &Session::default())?;
 //! let client = pool.get().await?;
 //! let row = client.query_one("SHOW statement_timeout", &[]).await?;

@@ -19,7 +19,7 @@
 //! says how to start them (`make up`): an integration test never skips silently.
 //!
 //! Where the servers are: `TEST_DATABASE_URL` (an administrative connection, default
-//! `postgres://postgres@127.0.0.1:55432/postgres`) and `TEST_KAFKA_BOOTSTRAP_SERVERS`
+//! `postgres://postgres@127.0.0.1:15432/postgres`) and `TEST_KAFKA_BOOTSTRAP_SERVERS`
 //! (default `127.0.0.1:9092`).
 
 pub mod bench;

@@ -10,7 +10,7 @@ use crate::{START_HINT, run_detached_cleanup, unique_suffix};
 /// The administrative connection used to create and drop test databases.
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:15432/postgres".into())
 }
 
 /// A database that exists for one test, dropped (with its connections) when this

@@ -56,7 +56,7 @@ pub struct Config {
     pub body_limit: usize,
 
     /// PostgreSQL database of the event store, snapshots, outbox and idempotency keys.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:55432/orders_write")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_write")]
     pub database_url: DatabaseUrl,
 
     /// Maximum number of PostgreSQL connections.

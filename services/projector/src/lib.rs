@@ -79,7 +79,7 @@ pub struct Config {
     pub http_workers: usize,
 
     /// PostgreSQL database of the read model and consumer checkpoints.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:55432/orders_read")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_read")]
     pub database_url: DatabaseUrl,
 
     /// Maximum number of PostgreSQL connections serving queries.

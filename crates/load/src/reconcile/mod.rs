@@ -41,21 +41,21 @@ pub struct ReconcileArgs {
     #[arg(
         long,
         env = "WRITE_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:55432/orders_write"
+        default_value = "postgres://postgres@127.0.0.1:15432/orders_write"
     )]
     write_database_url: DatabaseUrl,
     /// The projector's database (read model and windows).
     #[arg(
         long,
         env = "READ_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:55432/orders_read"
+        default_value = "postgres://postgres@127.0.0.1:15432/orders_read"
     )]
     read_database_url: DatabaseUrl,
     /// The order processor's database (stock, reservations, shipments).
     #[arg(
         long,
         env = "PROCESSOR_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:55432/order_processor"
+        default_value = "postgres://postgres@127.0.0.1:15432/order_processor"
     )]
     processor_database_url: DatabaseUrl,
     /// Kafka's bootstrap servers.
