@@ -13,7 +13,7 @@ TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test observability-test api-test images k8s-test chaos
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test observability-test api-test security-test images k8s-test chaos
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,11 +53,14 @@ lint: toolchain ## format check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test: up lint chart-test compose-test observability-test api-test ## everything the tests need, then format check, clippy, the chart's, compose.yaml's, the alerts' and the APIs' checks, and every test
+test: up lint chart-test compose-test observability-test api-test security-test ## everything the tests need, then format check, clippy, the chart's, compose.yaml's, the alerts', the APIs' and the secured flow's checks, and every test
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
 
 api-test: up toolchain ## the services' /openapi.json validated, and Schemathesis fuzzing the running APIs against them
 	deploy/api/test.sh
+
+security-test: up toolchain ## the five services secured end to end (Kafka SASL_SSL with ACLs, PostgreSQL TLS with a role each), forbidden accesses refused, no secret in the logs
+	deploy/security/test.sh
 
 compose-test: ## compose.yaml: loaded as Docker Compose does (schema, merges, dependencies), then its promises
 	deploy/compose/test.sh

@@ -2,7 +2,7 @@
 # `make images`: the five service images, built with podman from the release binaries,
 # offline. The runtime base is RUNTIME_BASE when set; else distroless cc when a registry
 # answers; else a base made here from Debian's packages (mmdebstrap: glibc, libgcc,
-# zlib, tzdata; imported once as localhost/orders-base:bookworm).
+# zlib, OpenSSL, CA certificates, tzdata; imported once as localhost/orders-base:bookworm-<hash>).
 #
 # Usage: deploy/local/images.sh build|check
 #   build  build the release binaries and the images, print their sizes
@@ -15,7 +15,10 @@ STATE=${ORDERS_LOCAL_DIR:-$ROOT/.local}
 SERVICES=(command-service outbox-relay projector order-processor stats-aggregator)
 REPOSITORY=${IMAGE_REPOSITORY:-localhost/orders-platform}
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/services/projector/Cargo.toml" | head -n 1)
-LOCAL_BASE=localhost/orders-base:bookworm
+# The runtime's libraries: glibc, libgcc, zlib, OpenSSL (librdkafka's and PostgreSQL's TLS)
+# and the CA certificates, time zones, /etc/services. The base's tag follows the list.
+BASE_PACKAGES=libc6,libgcc-s1,zlib1g,libssl3,ca-certificates,tzdata,netbase
+LOCAL_BASE=localhost/orders-base:bookworm-$(printf '%s' "$BASE_PACKAGES" | md5sum | cut -c1-8)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/containers/containers.conf}
 
 log() { printf '[images] %s\n' "$*" >&2; }
@@ -48,7 +51,7 @@ runtime_base() {
     log "no registry answers: making $LOCAL_BASE from Debian's packages (mmdebstrap)"
     local tar=$STATE/images/base.tar
     mkdir -p "$STATE/images"
-    mmdebstrap --quiet --variant=extract --include=libc6,libgcc-s1,zlib1g,tzdata,netbase bookworm "$tar" >&2
+    mmdebstrap --quiet --variant=extract --include="$BASE_PACKAGES" bookworm "$tar" >&2
     podman import --change 'USER 65532:65532' "$tar" "$LOCAL_BASE" >/dev/null
     rm -f "$tar"
   fi

@@ -14,6 +14,12 @@
 #   namespace create|delete NAME
 #           an isolated copy of the databases and topics, named NAME_<database> and
 #           NAME.<topic>, made anew or deleted (both running already).
+#   namespace acls NAME
+#           the services' Kafka ACLs for that namespace's topics, groups and
+#           transactional ids (deploy/kafka-acls.txt; see deploy/local/security.sh).
+#   namespace roles NAME
+#           its PostgreSQL roles: NAME_owner owns its databases, one login role per
+#           service with only what it needs (see deploy/local/security.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -42,6 +48,8 @@ die() {
 
 # shellcheck source=deploy/local/apt.sh
 . "$ROOT/deploy/local/apt.sh"
+# shellcheck source=deploy/local/security.sh
+. "$ROOT/deploy/local/security.sh"
 
 # PostgreSQL refuses to run as root: as root, its commands run as the 'postgres' user.
 as_pg() {
@@ -70,6 +78,9 @@ ensure_prerequisites() {
   command -v cc >/dev/null && command -v c++ >/dev/null && command -v make >/dev/null || missing+=(build-essential)
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+  # librdkafka with TLS, and PostgreSQL's TLS connector: Debian's OpenSSL.
+  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
   pg_bindir >/dev/null || die "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin"
 }
@@ -139,6 +150,13 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 EOF
   fi
+  tls_materials
+  local options
+  options="-p $PG_PORT $(pg_security_options)"
+  if pg_running && [ "$(psql_admin -tAc 'show ssl' 2>/dev/null)" = off ]; then
+    log "restarting PostgreSQL: it runs without the TLS settings of this version of infra.sh"
+    as_pg "$bin/pg_ctl" -D "$(pg_data)" -m fast -w -t 60 stop >/dev/null || die "PostgreSQL did not stop"
+  fi
   if pg_running; then
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
   else
@@ -154,8 +172,9 @@ EOF
       rm -f "$(pg_lock_file)"
     fi
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_HOME/postgres.log)"
-    # The port is given at each start, so a cluster made with another port follows PG_PORT.
-    as_pg "$bin/pg_ctl" -D "$(pg_data)" -l "$PG_HOME/postgres.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null ||
+    # The port and the TLS settings are given at each start, so a cluster made before
+    # follows them.
+    as_pg "$bin/pg_ctl" -D "$(pg_data)" -l "$PG_HOME/postgres.log" -o "$options" -w -t 60 start >/dev/null ||
       die "PostgreSQL did not start; see $PG_HOME/postgres.log"
   fi
   local i
@@ -214,22 +233,26 @@ kafka_fetch() {
 
 kafka_up() {
   kafka_fetch
-  sed "s:@DATA_DIR@:$KAFKA_HOME/data:" "$ROOT/deploy/local/kafka/server.properties.in" >"$KAFKA_HOME/server.properties"
+  tls_materials
+  kafka_properties
   if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then
     log "formatting Kafka storage in $KAFKA_HOME/data"
     local cluster_id
     cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    local scram=()
+    mapfile -t scram < <(kafka_scram_format_args)
     kafka_java kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-      -c "$KAFKA_HOME/server.properties" >"$KAFKA_HOME/format.log" 2>&1 ||
+      -c "$KAFKA_HOME/server.properties" "${scram[@]}" >"$KAFKA_HOME/format.log" 2>&1 ||
       die "formatting Kafka storage failed; see $KAFKA_HOME/format.log"
+    echo "${KAFKA_USERS[*]}" >"$(kafka_scram_marker)"
   fi
   local pid
   if pid=$(kafka_pid); then
     log "Kafka already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
   else
     rm -f "$KAFKA_HOME/kafka.pid"
-    if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
-      die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by a process this project did not start"
+    if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT" || port_open "$KAFKA_SASL_PORT"; then
+      die "port $KAFKA_PORT, $KAFKA_CONTROLLER_PORT or $KAFKA_SASL_PORT is taken by a process this project did not start"
     fi
     log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (log: $KAFKA_HOME/kafka.log)"
     # In its own session, so that it outlives this shell and a Ctrl-C in the terminal;
@@ -241,6 +264,8 @@ kafka_up() {
   fi
   kafka_wait
   kafka_topics
+  kafka_scram_users
+  kafka_acls
 }
 
 # Up to 3 minutes: after a crash the broker first recovers every partition's log (a
@@ -290,6 +315,12 @@ namespace_create() {
   done
   kafka_topics "$ns."
 }
+
+# The services' Kafka ACLs for the namespace's names (deploy/kafka-acls.txt).
+namespace_acls() { kafka_acls "$1"; }
+
+# The namespace's PostgreSQL roles: an owner and one login role per service.
+namespace_roles() { pg_roles "$1"; }
 
 namespace_delete() {
   local ns=$1 db
@@ -371,12 +402,12 @@ case "${1:-}" in
   status) status ;;
   namespace)
     case "${2:-}:${3:-}" in
-      create:?* | delete:?*)
+      create:?* | delete:?* | acls:?* | roles:?*)
         # It names databases unquoted and starts topic patterns.
         [[ $3 =~ ^[a-z][a-z0-9_]*$ ]] || die "a namespace is lower-case letters, digits and _: '$3'"
         "namespace_$2" "$3"
         ;;
-      *) die "usage: $0 namespace create|delete NAME" ;;
+      *) die "usage: $0 namespace create|delete|acls|roles NAME" ;;
     esac
     ;;
   *)

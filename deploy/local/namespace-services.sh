@@ -11,10 +11,45 @@
 #   count NAME of an orders-load run summary (`run --summary FILE`); fails when absent.
 
 NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:${PG_PORT:-15432}}
+NAMESPACE_LOCAL=${ORDERS_LOCAL_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.local}
+
+# namespace_secure_env NS NAME: what namespace_start adds with NAMESPACE_SECURE=1, the
+# service secured as in production (deploy/local/security.sh made what it needs;
+# `infra.sh namespace acls NS` and `namespace roles NS` granted it): Kafka over SASL_SSL
+# as the service's own user (SCRAM-SHA-512, its password file, the local CA),
+# PostgreSQL over TLS (verify-full) as the service's own login role, its password from
+# a file, and bearer tokens on the public APIs when NAMESPACE_JWKS names a key set.
+namespace_secure_env() {
+  local ns=$1 name=$2 role=${2//-/_} db
+  echo KAFKA_BOOTSTRAP_SERVERS=localhost:9094 KAFKA_SECURITY_PROTOCOL=sasl_ssl KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
+    KAFKA_SASL_USERNAME=$name KAFKA_SASL_PASSWORD_FILE=$NAMESPACE_LOCAL/secrets/kafka/$name \
+    KAFKA_SSL_CA_LOCATION=$NAMESPACE_LOCAL/tls/ca.pem
+  # The public APIs check bearer tokens against NAMESPACE_JWKS, when set (orders-load
+  # token makes the key set and the tokens).
+  case $name in
+    command-service | projector)
+      [ -n "${NAMESPACE_JWKS:-}" ] &&
+        echo AUTH=jwt AUTH_JWKS=$NAMESPACE_JWKS AUTH_ISSUER=https://issuer.local/ AUTH_AUDIENCE=orders-api
+      ;;
+  esac
+  case $name in
+    command-service | outbox-relay) db=orders_write ;;
+    projector) db=orders_read ;;
+    order-processor) db=order_processor ;;
+    *) return 0 ;;
+  esac
+  echo "DATABASE_URL=$(namespace_secure_url "$ns" "$role" "$db")"
+}
+
+# namespace_secure_url NS ROLE DATABASE: ROLE's URL to NS_DATABASE, TLS verify-full.
+namespace_secure_url() {
+  echo "postgres://$1_$2@localhost:${PG_PORT:-15432}/$1_$3?sslmode=verify-full&sslrootcert=$NAMESPACE_LOCAL/tls/ca.pem&password_file=$NAMESPACE_LOCAL/secrets/postgres/$1_$2"
+}
 
 namespace_env() {
   local ns=$1 name=$2 port=$3 pg=$NAMESPACE_PG
-  local common=(KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info} SHUTDOWN_TIMEOUT=10s)
+  local common=(KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info} SHUTDOWN_TIMEOUT=10s
+    AUTH=off)
   case $name in
     command-service) echo "${common[@]}" HTTP_ADDR=127.0.0.1:$port DATABASE_URL=$pg/${ns}_orders_write \
       ORDERS_TOPIC=$ns.orders ORDER_COMMANDS_TOPIC=$ns.order-commands DEAD_LETTER_TOPIC=$ns.dlq.order-commands \
@@ -43,12 +78,16 @@ namespace_urls() {
 
 # namespace_start NS NAME PORT LOG BIN
 #   starts service NAME of namespace NS in the background (binary BIN/NAME, output appended
-#   to LOG); its pid in NAMESPACE_PID.
+#   to LOG); its pid in NAMESPACE_PID. With NAMESPACE_SECURE=1, secured (see above).
 NAMESPACE_PID=
 namespace_start() {
   local ns=$1 name=$2 port=$3 log=$4 bin=$5
+  local secure=()
+  # Later words win: the secured settings replace the plaintext ones.
+  # shellcheck disable=SC2207 # namespace_secure_env prints NAME=value words
+  [ "${NAMESPACE_SECURE:-0}" = 1 ] && secure=($(namespace_secure_env "$ns" "$name"))
   # shellcheck disable=SC2046 # namespace_env prints NAME=value words
-  env $(namespace_env "$ns" "$name" "$port") "$bin/$name" >>"$log" 2>&1 </dev/null &
+  env $(namespace_env "$ns" "$name" "$port") "${secure[@]}" "$bin/$name" >>"$log" 2>&1 </dev/null &
   NAMESPACE_PID=$!
 }
 

@@ -45,7 +45,9 @@ start() {
       continue
     fi
     log "starting $name (log: $STATE/$name.log)"
-    LOG_FORMAT=${LOG_FORMAT:-json} nohup setsid "$BIN/$name" >>"$STATE/$name.log" 2>&1 </dev/null &
+    # The public APIs without authentication: this is a developer's machine (AUTH=jwt
+    # with AUTH_JWKS, AUTH_ISSUER and AUTH_AUDIENCE in the environment turns it on).
+    AUTH=${AUTH:-off} LOG_FORMAT=${LOG_FORMAT:-json} nohup setsid "$BIN/$name" >>"$STATE/$name.log" 2>&1 </dev/null &
     echo $! >"$STATE/$name.pid"
   done
   for entry in "${SERVICES[@]}"; do

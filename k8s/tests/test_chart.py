@@ -207,3 +207,78 @@ def test_production_ships_the_alerts_and_the_dashboard_of_deploy_observability()
     assert shipped == json.loads((ROOT / "deploy" / "observability" / "dashboard.json").read_text())
     # Off by default: a cluster without the Prometheus Operator has no such kind.
     assert not of_kind(load((RENDERED / "default.yaml").read_text()), "PrometheusRule")
+
+
+def acl_table(path):
+    rows = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#"):
+            user, operations, resource, names = fields[:4]
+            pattern = fields[4] if len(fields) > 4 else "literal"
+            for name in names.split(","):
+                rows.append((user, tuple(operations.split(",")), resource, name, pattern))
+    return rows
+
+
+def test_the_kafka_users_have_the_acls_of_deploy_and_nothing_more():
+    table = acl_table(ROOT / "deploy" / "kafka-acls.txt")
+    assert acl_table(CHART / "files" / "kafka-acls.txt") == table, "files/kafka-acls.txt differs from deploy/"
+    users = of_kind(load((RENDERED / "production.yaml").read_text()), "KafkaUser")
+    assert set(users) == set(SERVICES)
+    kinds = {"topic": "topic", "group": "group", "transactional-id": "transactionalId"}
+    for name, user in users.items():
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        rendered = sorted(
+            (name, tuple(a["operations"]), a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"])
+            for a in user["spec"]["authorization"]["acls"]
+        )
+        patterns = {"literal": "literal", "prefixed": "prefix"}
+        expected = sorted((u, ops, kinds[r], n, patterns[p]) for (u, ops, r, n, p) in table if u == name)
+        assert rendered == expected, name
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_production_reaches_kafka_and_postgres_secured_and_asks_for_tokens():
+    objects = load((RENDERED / "production.yaml").read_text())
+    for name, deployment in of_kind(objects, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = env_of(container)
+        assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "sasl_ssl", name
+        assert env["KAFKA_SASL_USERNAME"]["value"] == name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        # The password is a mounted file of the user's own Secret (Strimzi names it after the user).
+        assert volumes["kafka-user"]["secret"]["secretName"] == name
+        assert env["KAFKA_SASL_PASSWORD_FILE"]["value"] == mounts["kafka-user"] + "/password"
+        assert env["KAFKA_SSL_CA_LOCATION"]["value"] == mounts["kafka-ca"] + "/ca.crt"
+        assert ("postgres-ca" in mounts) == (name != "stats-aggregator"), name
+        if name in PUBLIC:
+            assert env["AUTH"]["value"] == "jwt"
+            assert {"AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS"} <= set(env), name
+        else:
+            assert "AUTH" not in env, f"{name} has no public API"
+    owners = {"command-service": "orders-write-owner-db", "projector": "orders-read-owner-db",
+              "order-processor": "order-processor-owner-db"}
+    for job in of_kind(objects, "Job").values():
+        service = job["metadata"]["name"].rsplit("-migrate-", 1)[0]
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        url = env_of(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"]
+        assert url == owners[service], "the migrations run as the schema's owner"
+        assert "KAFKA_SECURITY_PROTOCOL" not in env_of(container)
+
+
+def test_the_public_apis_say_how_callers_are_authenticated():
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        render("--set", "auth.mode=maybe")
+    assert "auth.mode is jwt or off" in refused.value.stderr
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        render("--set", "auth.issuer=")
+    assert "auth.issuer is required" in refused.value.stderr
+    for deployment in of_kind(render("--set", "auth.mode=off"), "Deployment").values():
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env.get("AUTH", {"value": "off"})["value"] == "off" and "AUTH_ISSUER" not in env

@@ -59,8 +59,10 @@ fn field<T>(field: Field, parsed: Result<T, FieldError>) -> Result<T, OrderError
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateOrderInput {
-    /// Who orders.
+    /// Who orders. When the caller is authenticated, its token's subject; a body may
+    /// then leave it out, and only an administrator may name another user.
     #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
+    #[serde(default)]
     pub user_id: String,
     /// ISO 4217 code of the order's currency.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Z]{3}$", example = "EUR"))]

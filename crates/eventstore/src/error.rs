@@ -58,9 +58,9 @@ pub enum Error {
     /// A statement failed.
     #[error("database error: {}", describe(.0))]
     Database(#[source] Arc<tokio_postgres::Error>),
-    /// Applying the schema migrations failed.
-    #[error("migration failed: {0}")]
-    Migration(#[source] Arc<refinery::Error>),
+    /// Applying the schema migrations failed (or this role may not apply them).
+    #[error("{0}")]
+    Migration(#[source] Arc<orders_postgres::MigrateError>),
 }
 
 impl From<PoolError> for Error {
@@ -75,8 +75,8 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-impl From<refinery::Error> for Error {
-    fn from(error: refinery::Error) -> Self {
+impl From<orders_postgres::MigrateError> for Error {
+    fn from(error: orders_postgres::MigrateError) -> Self {
         Error::Migration(Arc::new(error))
     }
 }

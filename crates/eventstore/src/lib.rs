@@ -263,19 +263,16 @@ impl EventStore {
         // Out of the pool for good: its settings change, and it must not serve appends
         // afterwards. Closing it also releases the advisory lock.
         let mut client = deadpool_postgres::Object::take(self.pool.get().await?);
-        client.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0").await?;
         // A fixed key for "event store migrations".
-        client.execute("SELECT pg_advisory_lock(7401223001)", &[]).await?;
-        client
-            .batch_execute(&format!("SET lock_timeout = '{}ms'", MIGRATION_LOCK_TIMEOUT.as_millis()))
-            .await?;
-        let report = embedded::migrations::runner().run_async(&mut *client).await;
-        client.execute("SELECT pg_advisory_unlock(7401223001)", &[]).await?;
-        let report = report?;
-        for migration in report.applied_migrations() {
-            tracing::info!(migration = %migration, "applied migration");
-        }
-        Ok(())
+        let runner = embedded::migrations::runner();
+        Ok(orders_postgres::migrate_on(
+            &mut client,
+            7401223001,
+            &runner,
+            "event store",
+            Some(MIGRATION_LOCK_TIMEOUT),
+        )
+        .await?)
     }
 
     /// Loads a stream: its latest snapshot and the events after it.

@@ -12,11 +12,16 @@
 //!   (see [`report`]).
 //! - `orders-load poison inject|check`: bad records on the consumed topics, then the
 //!   check that each was dead-lettered with a reason (see [`poison`]).
+//! - `orders-load kafka-write`: one record written with a client's own Kafka settings,
+//!   to show what its ACLs allow (see [`access`]).
+//! - `orders-load token`: a local stand-in identity provider: bearer tokens signed with
+//!   a key of the machine's, and its key set (see [`token`]).
 
 use std::time::Duration;
 
 use anyhow::bail;
 
+pub mod access;
 pub mod load;
 pub mod poison;
 pub mod progress;
@@ -24,6 +29,7 @@ pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod sample;
+pub mod token;
 
 /// Where the HTTP APIs are.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,9 +43,33 @@ pub struct Endpoints {
     /// Base URL of the order processor's admin API (inventory).
     #[arg(long, env = "PROCESSOR_URL", default_value = "http://127.0.0.1:8083")]
     processor_url: String,
+    /// A file holding the bearer token sent with every request, for APIs that ask for
+    /// one (AUTH=jwt): an administrator's, since the driver acts for many users (see
+    /// `orders-load token`). Unset: no token.
+    #[arg(long, env = "API_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 impl Endpoints {
+    /// An HTTP client from `builder` that sends the bearer token of `--token-file` with
+    /// every request (marked sensitive: it never shows in `Debug` output).
+    ///
+    /// # Errors
+    /// When the token file cannot be read or the client cannot be built.
+    pub fn client(&self, builder: reqwest::ClientBuilder) -> anyhow::Result<reqwest::Client> {
+        use anyhow::Context as _;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(file) = &self.token_file {
+            let token = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the token file {}", file.display()))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .context("the token file holds no valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(builder.default_headers(headers).build()?)
+    }
+
     /// The URL of `path` on the command API.
     pub fn command(&self, path: &str) -> String {
         format!("{}{path}", self.commands_url)

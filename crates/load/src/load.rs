@@ -154,8 +154,9 @@ struct Driver {
 
 /// Runs the load; fails when a command failed or something was not seen in time.
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(512).build()?;
+    let http = args
+        .endpoints
+        .client(reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(512))?;
     args.endpoints.wait_ready(&http, &["command", "query", "processor"], args.visibility_timeout).await?;
     let run = args.run.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_string());
     let started = Instant::now();

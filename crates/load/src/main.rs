@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use orders_load::{load, poison, reconcile, report};
+use orders_load::{access, load, poison, reconcile, report, token};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,10 @@ enum Command {
     /// Put bad records on the consumed topics, or check they were dead-lettered.
     #[command(subcommand)]
     Poison(poison::PoisonCommand),
+    /// Write one record with a client's own Kafka settings: what do the brokers allow it?
+    KafkaWrite(Box<access::KafkaWriteArgs>),
+    /// Issue a bearer token signed with a local key, or print the key set to check it by.
+    Token(token::TokenArgs),
 }
 
 #[tokio::main]
@@ -35,6 +39,8 @@ async fn main() -> ExitCode {
         Command::Reconcile(args) => reconcile::run(*args).await,
         Command::Poison(command) => poison::run(command).await,
         Command::Report(args) => report::run(&args),
+        Command::KafkaWrite(args) => access::kafka_write(&args).await,
+        Command::Token(args) => token::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

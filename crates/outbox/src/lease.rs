@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder as _, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::{metric, options::SessionKeepalive, status::Shared};
@@ -50,7 +50,7 @@ pub(crate) struct LeaseSettings {
 /// Keeps this relay's share of the shards for as long as it runs.
 #[derive(Debug)]
 pub(crate) struct LeaseKeeper {
-    pub(crate) config: tokio_postgres::Config,
+    pub(crate) target: orders_postgres::Target,
     pub(crate) settings: LeaseSettings,
     pub(crate) shared: Arc<Shared>,
 }
@@ -108,14 +108,15 @@ impl LeaseKeeper {
         backoff: &mut ExponentialBackoff,
     ) -> Result<(), LeaseError> {
         let keepalive = self.settings.keepalive;
-        let mut config = self.config.clone();
-        config
+        let mut target = self.target.clone();
+        target
+            .config
             .keepalives(true)
             .keepalives_idle(keepalive.idle)
             .keepalives_interval(keepalive.interval)
             .keepalives_retries(keepalive.retries)
             .tcp_user_timeout(keepalive.user_timeout);
-        let (client, mut connection) = timed(config.connect(NoTls)).await?;
+        let (client, mut connection) = timed(target.connect()).await?;
         let (closed_tx, mut closed) = tokio::sync::oneshot::channel::<()>();
         let shared = Arc::clone(&self.shared);
         let _driver = AbortOnDrop(tokio::spawn(async move {

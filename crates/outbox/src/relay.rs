@@ -30,7 +30,7 @@ pub struct Relay {
     /// docs): a record the broker refuses stops only its worker's producer, and the
     /// broker's verdict on a batch concerns only that worker's rows.
     publishers: Vec<Arc<Publisher>>,
-    session: tokio_postgres::Config,
+    session: orders_postgres::Target,
     options: RelayOptions,
     shared: Arc<Shared>,
 }
@@ -47,7 +47,7 @@ impl Relay {
     /// When the options are inconsistent or the producer cannot be created.
     pub fn new(
         pool: Pool,
-        session: tokio_postgres::Config,
+        session: orders_postgres::Target,
         producer: &ClientConfig,
         options: RelayOptions,
     ) -> Result<Self> {
@@ -74,7 +74,7 @@ impl Relay {
         let Self { store, publishers, session, options, shared } = self;
         let leases_token = CancellationToken::new();
         let keeper = LeaseKeeper {
-            config: session,
+            target: session,
             settings: LeaseSettings {
                 shards: options.shards,
                 namespace: options.lock_namespace,

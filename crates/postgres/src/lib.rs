@@ -2,7 +2,8 @@
 //! any Rust service on `tokio-postgres` and `deadpool-postgres`.
 //!
 //! - [`DatabaseUrl`]: a connection URL parsed at start (a bad value stops the process
-//!   with a clear message) whose password never shows in logs or `Debug` output.
+//!   with a clear message) whose password never shows in logs or `Debug` output, with
+//!   libpq's TLS parameters ([`Tls`]: `sslmode` up to `verify-full`, through OpenSSL).
 //! - [`Session`]: the server-side limits every connection sets at start:
 //!   `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout`.
 //!   They matter because a client-side timeout (`tokio::time::timeout` around a query)
@@ -36,12 +37,14 @@
 mod error;
 mod migrate;
 mod pool;
+mod tls;
 mod url;
 
 pub use error::{Failure, aborted_by_concurrency, classify, describe, server_unavailable};
-pub use migrate::{MigrateError, migrate};
+pub use migrate::{MigrateError, migrate, migrate_on};
 pub use pool::{Session, connect, pool};
-pub use url::DatabaseUrl;
+pub use tls::{Connector, SslMode, Tls};
+pub use url::{DatabaseUrl, Target};
 
 /// What can go wrong while building a pool or opening a connection.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,9 @@ pub enum Error {
     /// The pool's configuration is unusable.
     #[error("building a PostgreSQL pool: {0}")]
     Pool(#[from] deadpool_postgres::BuildError),
+    /// The TLS settings name a certificate or key that cannot be read or used.
+    #[error("the PostgreSQL TLS settings are unusable: {0}")]
+    Tls(openssl::error::ErrorStack),
     /// A dedicated connection could not be opened.
     #[error("connecting to PostgreSQL at {url}: {}", describe(.source))]
     Connect {

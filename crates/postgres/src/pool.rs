@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::{DatabaseUrl, Error, Result};
 
@@ -84,15 +84,16 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace(' ', "\\ ")
 }
 
-/// A pool of at most `max_size` connections to `url`, named `application_name` in
-/// `pg_stat_activity`, each with `session`'s parameters. No connection is opened until
+/// A pool of at most `max_size` connections to `url` (over TLS as its `sslmode` says),
+/// named `application_name` in `pg_stat_activity`, each with `session`'s parameters. No connection is opened until
 /// one is needed: a service starts even while its database is down (and reports not
 /// ready). Creating a connection gives up after 5 s, waiting for a free one after 10 s.
 pub fn pool(url: &DatabaseUrl, max_size: usize, application_name: &str, session: &Session) -> Result<Pool> {
     let mut config = url.config.clone();
     session.apply(&mut config, application_name);
+    let tls = url.tls().connector().map_err(Error::Tls)?;
     let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(max_size.max(1))
         .runtime(Runtime::Tokio1)
@@ -107,8 +108,9 @@ pub fn pool(url: &DatabaseUrl, max_size: usize, application_name: &str, session:
 pub async fn connect(url: &DatabaseUrl, application_name: &str, session: &Session) -> Result<Client> {
     let mut config = url.config.clone();
     session.apply(&mut config, application_name);
+    let tls = url.tls().connector().map_err(Error::Tls)?;
     let (client, connection) =
-        config.connect(NoTls).await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
+        config.connect(tls).await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %crate::describe(&e), "dedicated PostgreSQL connection closed");

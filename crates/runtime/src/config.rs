@@ -55,6 +55,46 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{value}` is not a duration ({e}); write for example 500ms, 5s or 2m"))
 }
 
+/// A secret (a password, a key's passphrase) read from a file, the way Kubernetes mounts
+/// a Secret: the setting names the file, never the value, so the value shows neither in
+/// the environment nor in `--help`. `Debug` prints `Secret(***)`; there is no `Display`:
+/// the value leaves only through [`Secret::expose`], where it is handed to a client.
+///
+/// The file is read once, at start (a rotated Secret takes a restart, as a rolling
+/// update of the pods does); one trailing newline is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret held in memory (for tests and for values that come from elsewhere).
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Reads the secret in `path`: a `clap` value parser for `*_FILE` settings. The
+    /// error names the file, never its content.
+    pub fn from_file(path: &str) -> Result<Self, String> {
+        let value = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the secret file `{path}`: {e}"))?;
+        let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+        if value.is_empty() {
+            return Err(format!("the secret file `{path}` is empty"));
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    /// The value, to hand to the client that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// [`RuntimeArgs`] parsed from `args` (flags after the program name), for tests.
 #[cfg(test)]
 pub(crate) fn test_args(args: &[&str]) -> RuntimeArgs {
@@ -92,6 +132,24 @@ mod tests {
         let err = Cli::try_parse_from(["svc", "--shutdown-timeout", "soon"]).expect_err("must fail");
         let text = err.to_string();
         assert!(text.contains("`soon` is not a duration"), "{text}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_file_and_never_shows() {
+        let dir = std::env::temp_dir().join(format!("secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("password");
+        std::fs::write(&file, "hunter2\n").expect("written");
+        let path = file.to_str().expect("utf-8");
+        let secret = Secret::from_file(path).expect("read");
+        assert_eq!(secret.expose(), "hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+
+        std::fs::write(&file, "\n").expect("written");
+        assert_eq!(Secret::from_file(path).expect_err("empty"), format!("the secret file `{path}` is empty"));
+        let missing = Secret::from_file("/nonexistent/secret").expect_err("missing");
+        assert!(missing.starts_with("cannot read the secret file `/nonexistent/secret`"), "{missing}");
+        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!
 //! Layout:
 //! - [`config`]: configuration pieces shared by services (`clap` arguments with `env`).
+//! - [`auth`]: who is calling: Bearer JWTs checked against a key set, or explicitly none.
 //! - [`telemetry`]: logging and tracing set-up.
 //! - [`metrics`]: the process-wide Prometheus recorder.
 //! - [`probe`]: readiness checks (PostgreSQL, Kafka, or any async check).
@@ -29,6 +30,7 @@
 //! This crate knows nothing of orders: any Rust service on actix-web, PostgreSQL and
 //! Kafka can use it.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod kafka;

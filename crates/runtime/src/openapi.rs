@@ -84,6 +84,58 @@ pub fn document(
     api
 }
 
+/// `doc` with Bearer JWT authentication ([`crate::auth`]) on every operation but the
+/// operational ones: the `bearer` security scheme, required by each such operation, and
+/// its `401` (no valid token, with a `WWW-Authenticate` challenge) and `403` (a valid
+/// token that may not do this) answers.
+pub fn secured(mut doc: openapi::OpenApi) -> openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A JWT of the identity provider (RS256 or ES256), for this API's audience; its \
+                     subject is the user, its scope `orders:admin` (by default) acts for anyone. \
+                     Absent when the service runs with AUTH=off.",
+                ))
+                .build(),
+        ),
+    );
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(PROBLEM_JSON, Content::new(Some(Ref::from_schema_name("Problem"))))
+    };
+    let unauthorized =
+        problem("No valid bearer token: missing, expired, not for this API, or not signed by a trusted key")
+            .header(
+                "WWW-Authenticate",
+                HeaderBuilder::new()
+                    .schema(Some(openapi::ObjectBuilder::new().schema_type(openapi::Type::String)))
+                    .description(Some("`Bearer`, with `error=\"invalid_token\"` when a token was refused"))
+                    .build(),
+            )
+            .build();
+    let forbidden = problem("The token's subject may not act on this user's data").build();
+    for item in doc.paths.paths.values_mut() {
+        for method in [HttpMethod::Get, HttpMethod::Put, HttpMethod::Post, HttpMethod::Delete] {
+            let Some(operation) = operation_mut(item, &method) else { continue };
+            if operation.tags.as_ref().is_some_and(|tags| tags.iter().any(|t| t == "operations")) {
+                continue;
+            }
+            operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            operation.responses.responses.entry("401".into()).or_insert_with(|| unauthorized.clone().into());
+            operation.responses.responses.entry("403".into()).or_insert_with(|| forbidden.clone().into());
+        }
+    }
+    doc
+}
+
 /// The document of a service with no API of its own: only what [`document`] adds.
 pub fn operations_only(title: &str, version: &str, description: &str) -> openapi::OpenApi {
     document(openapi::OpenApi::default(), title, version, description)
@@ -149,5 +201,27 @@ mod tests {
         assert!(json["components"]["schemas"]["Problem"].is_object());
         // The deadline's 503 is added where an operation does not declare its own.
         assert!(json["paths"]["/healthz"]["get"]["responses"]["503"]["headers"]["Retry-After"].is_object());
+    }
+
+    /// Says hello.
+    #[utoipa::path(get, path = "/hello", tag = "greetings", responses((status = 200, description = "Hello")))]
+    #[allow(dead_code)]
+    async fn hello() {}
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(hello))]
+    struct Greeter;
+
+    #[test]
+    fn a_secured_document_asks_a_bearer_token_of_the_api_only() {
+        let doc = secured(document(Greeter::openapi(), "svc", "1.2.3", "A service."));
+        let json: serde_json::Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
+        assert_eq!(json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let hello = &json["paths"]["/hello"]["get"];
+        assert_eq!(hello["security"], serde_json::json!([{ "bearer": [] }]));
+        assert!(hello["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
+        assert!(hello["responses"]["403"].is_object());
+        let healthz = &json["paths"]["/healthz"]["get"];
+        assert!(healthz["security"].is_null() && healthz["responses"]["401"].is_null());
     }
 }

@@ -69,6 +69,11 @@ impl Running {
     }
 }
 
+/// The public APIs without authentication (the security tests set it up themselves).
+fn no_auth() -> String {
+    "--auth=off".to_string()
+}
+
 /// The whole platform.
 #[derive(Debug)]
 pub struct System {
@@ -116,7 +121,14 @@ impl System {
 
         let command_service = Running::start(
             command_service::SERVICE,
-            &args(&[database(&write), http.clone(), commands.clone(), group("command-service"), dlq.clone()]),
+            &args(&[
+                database(&write),
+                http.clone(),
+                commands.clone(),
+                group("command-service"),
+                dlq.clone(),
+                no_auth(),
+            ]),
             |c: &command_service::Config| &c.runtime,
             command_service::build,
         )
@@ -131,7 +143,15 @@ impl System {
         let windows_group = format!("--windows-consumer-group={}", kafka.name("projector-windows"));
         let projector = Running::start(
             projector::SERVICE,
-            &args(&[database(&read), http, stats.clone(), group("projector"), windows_group, dlq.clone()]),
+            &args(&[
+                database(&read),
+                http,
+                stats.clone(),
+                group("projector"),
+                windows_group,
+                dlq.clone(),
+                no_auth(),
+            ]),
             |c: &projector::Config| &c.runtime,
             projector::build,
         )

@@ -11,6 +11,8 @@
 //!   restores, to take a server down for one client without stopping the shared one;
 //! - [`pg_proxy::PgProxy`]: a PostgreSQL proxy that can lose the answer to a
 //!   `COMMIT` the server carried out, to test writers whose commit outcome is unknown;
+//! - [`jwt::TestIssuer`]: a stand-in identity provider (a key set file, signed tokens);
+//! - [`secured`]: the secured Kafka listener, the local CA and the users' password files;
 //! - [`sequence::Sequences`]: checks that each key's versions arrive in order, none
 //!   missing, duplicates counted;
 //! - [`bench`]: what the benchmarks share (settings, medians, the report).
@@ -23,11 +25,13 @@
 //! (default `127.0.0.1:9092`).
 
 pub mod bench;
+pub mod jwt;
 pub mod kafka;
 pub mod pg_proxy;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod secured;
 pub mod sequence;
 
 /// A short unique suffix for names of databases, topics and groups.

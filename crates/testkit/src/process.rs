@@ -150,7 +150,8 @@ pub fn free_addr() -> SocketAddr {
 
 impl ServiceProcess {
     /// Starts `exe` with `envs`, its HTTP server on a free port given through `addr_var`,
-    /// logs (JSON) in a temporary file shown when a check fails.
+    /// logs (JSON) in a temporary file shown when a check fails. Its public API asks for
+    /// no token (`AUTH=off`) unless `envs` say otherwise.
     pub fn start(exe: &str, addr_var: &str, envs: &[(String, String)]) -> Self {
         let addr = free_addr();
         let name = std::path::Path::new(exe).file_name().map(|n| n.to_string_lossy().into_owned());
@@ -163,6 +164,7 @@ impl ServiceProcess {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .env("AUTH", "off")
             .env(addr_var, addr.to_string())
             .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

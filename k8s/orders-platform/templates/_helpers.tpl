@@ -44,6 +44,10 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
       name: {{ . }}
       key: properties
 {{- end }}
+{{- include "orders.kafkaSecurityEnv" . }}
+{{- if .svc.public }}
+{{- include "orders.authEnv" . }}
+{{- end }}
 {{- range $k, $v := .svc.env }}
 - name: {{ $k }}
   value: {{ $v | quote }}
@@ -63,5 +67,85 @@ dnsPolicy: ClusterFirstWithHostNet
 {{- with .root.Values.image.pullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+
+{{/* Kafka over TLS and SASL: each service its own user, the password and the CA as
+mounted files (orders.secretVolumes). */}}
+{{- define "orders.kafkaSecurityEnv" -}}
+{{- $kafka := .root.Values.kafka }}
+{{- if ne $kafka.securityProtocol "plaintext" }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ $kafka.securityProtocol | quote }}
+{{- if hasPrefix "sasl" $kafka.securityProtocol }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ $kafka.saslMechanism | quote }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ .name | quote }}
+- name: KAFKA_SASL_PASSWORD_FILE
+  value: /var/run/secrets/orders/kafka-user/password
+{{- end }}
+{{- if $kafka.caSecret }}
+- name: KAFKA_SSL_CA_LOCATION
+  value: /var/run/secrets/orders/kafka-ca/ca.crt
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The public APIs' authentication (crates/runtime/src/auth). */}}
+{{- define "orders.authEnv" -}}
+{{- $auth := .root.Values.auth }}
+- name: AUTH
+  value: {{ $auth.mode | quote }}
+{{- if eq $auth.mode "jwt" }}
+- name: AUTH_ISSUER
+  value: {{ required "auth.issuer is required with auth.mode jwt" $auth.issuer | quote }}
+- name: AUTH_AUDIENCE
+  value: {{ required "auth.audience is required with auth.mode jwt" $auth.audience | quote }}
+- name: AUTH_JWKS
+  value: {{ required "auth.jwksUrl is required with auth.mode jwt" $auth.jwksUrl | quote }}
+- name: AUTH_ADMIN_SCOPE
+  value: {{ $auth.adminScope | quote }}
+{{- else if ne $auth.mode "off" }}
+{{- fail "auth.mode is jwt or off" }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secrets a service reads as files: its Kafka user's password and the brokers' CA
+(Kafka over SASL/TLS), the PostgreSQL CA. `volumes` for the pod, `mounts` for the
+container; `migrate` leaves out what a migrate Job does not use (Kafka). */}}
+{{- define "orders.secretVolumes" -}}
+{{- $kafka := .root.Values.kafka }}
+{{- if and (not .migrate) (hasPrefix "sasl" $kafka.securityProtocol) }}
+- name: kafka-user
+  secret:
+    secretName: {{ $kafka.userSecret | replace "{service}" .name }}
+    items: [{ key: password, path: password }]
+{{- end }}
+{{- if and (not .migrate) (ne $kafka.securityProtocol "plaintext") $kafka.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $kafka.caSecret }}
+    items: [{ key: ca.crt, path: ca.crt }]
+{{- end }}
+{{- if and .svc.databaseSecret .root.Values.postgres.caSecret }}
+- name: postgres-ca
+  secret:
+    secretName: {{ .root.Values.postgres.caSecret }}
+    items: [{ key: ca.crt, path: ca.crt }]
+{{- end }}
+{{- end -}}
+
+{{- define "orders.secretMounts" -}}
+{{- $kafka := .root.Values.kafka }}
+{{- if and (not .migrate) (hasPrefix "sasl" $kafka.securityProtocol) }}
+- { name: kafka-user, mountPath: /var/run/secrets/orders/kafka-user, readOnly: true }
+{{- end }}
+{{- if and (not .migrate) (ne $kafka.securityProtocol "plaintext") $kafka.caSecret }}
+- { name: kafka-ca, mountPath: /var/run/secrets/orders/kafka-ca, readOnly: true }
+{{- end }}
+{{- if and .svc.databaseSecret .root.Values.postgres.caSecret }}
+- { name: postgres-ca, mountPath: /var/run/secrets/orders/postgres-ca, readOnly: true }
 {{- end }}
 {{- end -}}

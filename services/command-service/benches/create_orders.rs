@@ -157,6 +157,7 @@ async fn start_service(notify: bool, group_commit: bool) -> Service {
         committers,
         "--log-filter",
         "warn",
+        "--auth=off",
     ])
     .unwrap();
     let mut runtime = Runtime::new(SERVICE, &config.runtime);

@@ -21,6 +21,7 @@ use orders_domain::{
 };
 use orders_events::{EventMetadata, decode_event, encode_event};
 use orders_eventstore::{Append, EventStore, IdempotencyRecord, NewEvent, OutboxMessage, Snapshot};
+use orders_runtime::auth::{AuthError, Principal};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -83,6 +84,10 @@ pub struct Context {
     pub expected_version: Option<u64>,
     /// Record the answer under this key, in the same transaction as the effect.
     pub idempotency: Option<IdempotencyKey>,
+    /// Who asked, over HTTP: a command on an order runs only for its user or an
+    /// administrator. `None` for the services' own commands (the `order-commands`
+    /// consumer), which act on any order.
+    pub principal: Option<Principal>,
 }
 
 /// An idempotency key and the hash of the request it came with.
@@ -115,6 +120,9 @@ pub enum CommandError {
     /// No such order.
     #[error("order {0} does not exist")]
     NotFound(Uuid),
+    /// The caller may not act on this order.
+    #[error(transparent)]
+    Forbidden(#[from] AuthError),
     /// The order is not at the version the caller pinned.
     #[error("the order is at version {actual}, not {expected}")]
     VersionMismatch {
@@ -233,6 +241,9 @@ impl Commands {
         let order = self.load(order_id).await?;
         if !order.is_created() {
             return Err(CommandError::NotFound(order_id).into());
+        }
+        if let (Some(principal), Some(user)) = (&ctx.principal, order.user_id()) {
+            principal.may_act_for(user.as_str()).map_err(CommandError::from)?;
         }
         if let Some(expected) = ctx.expected_version
             && expected != order.version()

@@ -214,6 +214,8 @@ impl CommandConsumer {
             traceparent: orders_runtime::telemetry::current_traceparent(),
             expected_version: message.expected_version,
             idempotency: Some(key.clone()),
+            // The platform's own command: on any order.
+            principal: None,
         };
         let order_id = message.order_id.as_uuid();
         match self.commands.execute(order_id, &intent, &ctx, 200).await {

@@ -34,7 +34,11 @@ use orders_domain::{
 };
 use orders_events::decode_event;
 use orders_eventstore::StoredAnswer;
-use orders_runtime::{openapi::PROBLEM_JSON, problem::Problem};
+use orders_runtime::{
+    auth::{Authenticator, Principal},
+    openapi::PROBLEM_JSON,
+    problem::Problem,
+};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -53,10 +57,14 @@ pub struct HttpState {
     pub body_limit: usize,
 }
 
-/// Registers the command API's routes.
-pub fn routes(state: web::Data<HttpState>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+/// Registers the command API's routes, each authenticated by `authenticator`.
+pub fn routes(
+    state: web::Data<HttpState>,
+    authenticator: web::Data<Authenticator>,
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
         cfg.app_data(state.clone())
+            .app_data(authenticator.clone())
             .route("/commands/orders", web::post().to(create))
             .route("/commands/orders/{id}/pay", web::post().to(pay))
             .route("/commands/orders/{id}/ship", web::post().to(ship))
@@ -70,14 +78,14 @@ pub fn routes(state: web::Data<HttpState>) -> impl Fn(&mut web::ServiceConfig) +
 /// The command API's OpenAPI document (served at `/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
-    orders_runtime::openapi::document(
+    orders_runtime::openapi::secured(orders_runtime::openapi::document(
         CommandApi::openapi(),
         "command-service",
         env!("CARGO_PKG_VERSION"),
         "Commands on orders: each is validated against the order's rules, appended to its event \
          stream with optimistic concurrency, and published through the transactional outbox. Errors \
          are `application/problem+json` (RFC 9457).",
-    )
+    ))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -118,13 +126,20 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))]
 async fn create(
     req: HttpRequest,
+    principal: Principal,
     payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload, state.body_limit).await?;
-    let input: CreateOrderInput = parse_json(&body)?;
+    let mut input: CreateOrderInput = parse_json(&body)?;
+    // The user is the token's subject; only an administrator orders for someone else
+    // (without authentication everyone is one, and the body must name the user).
+    if input.user_id.is_empty() && !principal.admin {
+        input.user_id = principal.subject.clone();
+    }
+    principal.may_act_for(&input.user_id)?;
     let cmd = CreateOrder::try_from(input)?;
-    let ctx = context(&req, &body)?;
+    let ctx = context(&req, &body, principal)?;
     let commands = &state.commands;
     answer(&state, ctx, StatusCode::CREATED, "create", |ctx| async move {
         commands.create(cmd, &ctx, StatusCode::CREATED.as_u16()).await
@@ -181,11 +196,12 @@ macro_rules! order_command {
             ))]
         async fn $name(
             req: HttpRequest,
+            principal: Principal,
             path: web::Path<String>,
             payload: web::Payload,
             state: web::Data<HttpState>,
         ) -> Result<HttpResponse, ApiError> {
-            on_order::<$body>(req, path, payload, state).await
+            on_order::<$body>(req, principal, path, payload, state).await
         }
     };
 }
@@ -274,6 +290,7 @@ struct EventHistory {
 /// `POST /commands/orders/{id}/<command>` for the command whose body is `I`.
 async fn on_order<I: OrderCommandInput>(
     req: HttpRequest,
+    principal: Principal,
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<HttpState>,
@@ -281,7 +298,7 @@ async fn on_order<I: OrderCommandInput>(
     let body = read_body(&req, payload, state.body_limit).await?;
     let intent = parse_json::<I>(&body)?.into_intent()?;
     let order_id = parse_order_id(&path)?;
-    let mut ctx = context(&req, &body)?;
+    let mut ctx = context(&req, &body, principal)?;
     ctx.expected_version = if_match(&req)?;
     let name = intent.name();
     let commands = &state.commands;
@@ -297,7 +314,11 @@ async fn on_order<I: OrderCommandInput>(
     (status = 400, description = "The id is not a UUID", body = Problem, content_type = PROBLEM_JSON),
     (status = 404, description = "No such order", body = Problem, content_type = PROBLEM_JSON),
 ))]
-async fn history(path: web::Path<String>, state: web::Data<HttpState>) -> Result<HttpResponse, ApiError> {
+async fn history(
+    principal: Principal,
+    path: web::Path<String>,
+    state: web::Data<HttpState>,
+) -> Result<HttpResponse, ApiError> {
     let order_id = parse_order_id(&path)?;
     let recorded = state.commands.store().history(order_id).await.map_err(CommandError::from)?;
     if recorded.is_empty() {
@@ -309,6 +330,10 @@ async fn history(path: web::Path<String>, state: web::Data<HttpState>) -> Result
             tracing::error!(%order_id, version = record.version, error = %e, "stored event does not decode");
             ApiError::Internal
         })?;
+        // The first event names the order's user: only they (or an administrator) may read on.
+        if let orders_domain::OrderEventPayload::Created { user_id, .. } = &event.payload {
+            principal.may_act_for(user_id.as_str())?;
+        }
         let mut json = serde_json::to_value(&event).map_err(|_| ApiError::Internal)?;
         if let Some(object) = json.as_object_mut() {
             object.insert("event_id".into(), metadata.event_id.to_string().into());
@@ -476,7 +501,10 @@ fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     })
 }
 
-fn context(req: &HttpRequest, body: &[u8]) -> Result<Context, ApiError> {
+/// The command's context. An idempotency key is the caller's own: scoped by the
+/// principal's subject, so two callers using the same key never see each other's
+/// answers.
+fn context(req: &HttpRequest, body: &[u8], principal: Principal) -> Result<Context, ApiError> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let correlation_id =
         header("X-Correlation-Id").and_then(|v| Uuid::parse_str(v).ok()).unwrap_or_else(Uuid::now_v7);
@@ -499,10 +527,20 @@ fn context(req: &HttpRequest, body: &[u8]) -> Result<Context, ApiError> {
             hash.update(req.path());
             hash.update(b"\n");
             hash.update(body);
-            Some(IdempotencyKey { key: format!("http:{key}"), request_hash: hash.finalize().to_vec() })
+            let subject = &principal.subject;
+            let scoped = format!("http:{}:{subject}:{key}", subject.len());
+            Some(IdempotencyKey { key: scoped, request_hash: hash.finalize().to_vec() })
         }
     };
-    Ok(Context { correlation_id, causation_id: None, traceparent, expected_version: None, idempotency })
+    let principal = Some(principal);
+    Ok(Context {
+        correlation_id,
+        causation_id: None,
+        traceparent,
+        expected_version: None,
+        idempotency,
+        principal,
+    })
 }
 
 #[cfg(test)]

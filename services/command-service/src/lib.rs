@@ -27,6 +27,7 @@ use clap::{Parser, Subcommand};
 use orders_eventstore::{EventStore, GroupCommit, Options};
 use orders_runtime::{
     CancellationToken, Probe, Runtime,
+    auth::{AuthArgs, Authenticator},
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     postgres::{self, DatabaseUrl},
@@ -121,6 +122,10 @@ pub struct Config {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
+    /// Who may call the API (Bearer JWTs, or explicitly none).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -191,8 +196,17 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     rt.spawn("order-commands consumer", |token| consumer.run(token));
     rt.spawn("idempotency purge", |token| purge_expired(store, token));
 
+    let authenticator = Authenticator::new(&config.auth).await?;
+    rt.spawn("auth keys", {
+        let authenticator = authenticator.clone();
+        move |token| authenticator.refresh_periodically(token)
+    });
     let state = web::Data::new(http::HttpState { commands, body_limit: config.body_limit });
-    let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
+    let addr = rt.serve_http(
+        config.http_addr,
+        config.http_workers,
+        http::routes(state, web::Data::from(authenticator)),
+    )?;
     Ok(addr)
 }
 

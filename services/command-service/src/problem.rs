@@ -6,7 +6,7 @@
 //! where one input is at fault, `field` (a JSON path such as `items[0].quantity`).
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use orders_runtime::problem::Problem;
+use orders_runtime::{auth::AuthError, problem::Problem};
 
 use crate::app::CommandError;
 
@@ -68,6 +68,9 @@ pub enum ApiError {
     /// or the outcome of the write could not be learned; retry later.
     #[error("the service cannot complete the command now; retry later")]
     Unavailable,
+    /// The caller is not authenticated (401) or may not do this (403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// A bug or corruption; logged where it happened.
     #[error("internal error")]
     Internal,
@@ -86,6 +89,8 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "The request body is too large"),
             ApiError::Unavailable => ("unavailable", "Temporarily unavailable"),
+            ApiError::Auth(AuthError::Forbidden(_)) => ("forbidden", "The caller may not do this"),
+            ApiError::Auth(_) => ("unauthenticated", "The request is not authenticated"),
             ApiError::Internal => ("internal", "Internal error"),
         }
     }
@@ -123,12 +128,17 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Auth(e) => e.status_code(),
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        self.problem().response(|_| {})
+        match self {
+            // Its own response: the same document, with the WWW-Authenticate challenge.
+            ApiError::Auth(e) => e.error_response(),
+            _ => self.problem().response(|_| {}),
+        }
     }
 }
 
@@ -149,6 +159,7 @@ impl From<CommandError> for ApiError {
         match error {
             CommandError::Rejected(e) => e.into(),
             CommandError::NotFound(id) => ApiError::NotFound(format!("order {id} does not exist")),
+            CommandError::Forbidden(e) => ApiError::Auth(e),
             e @ CommandError::VersionMismatch { .. } => ApiError::Conflict(e.to_string()),
             e @ CommandError::Contention => ApiError::Busy(e.to_string()),
             CommandError::DuplicateKey => ApiError::Conflict(error.to_string()),

@@ -185,8 +185,11 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         }
     });
 
-    let mut session = config.database_url.config().clone();
-    session.application_name(format!("{SERVICE} outbox leases")).connect_timeout(Duration::from_secs(5));
+    let mut session = config.database_url.target()?;
+    session
+        .config
+        .application_name(format!("{SERVICE} outbox leases"))
+        .connect_timeout(Duration::from_secs(5));
     let relay = Relay::new(
         pool.clone(),
         session,

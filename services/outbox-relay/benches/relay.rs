@@ -308,7 +308,7 @@ async fn main() {
     let messages = messages(events);
 
     let pool = orders_testkit::postgres::pool(db.url(), 8);
-    let session: tokio_postgres::Config = db.url().parse().unwrap();
+    let session = db.url().parse::<orders_runtime::postgres::DatabaseUrl>().unwrap().target().unwrap();
     let mut base = ClientConfig::new();
     base.set("bootstrap.servers", orders_testkit::kafka::bootstrap_servers());
     let defaults = RelayOptions::default();

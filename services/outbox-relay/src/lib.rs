@@ -183,9 +183,9 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
     use anyhow::Context as _;
 
     let pool = config.database_session.pool(&config.database_url, config.database_pool_size, SERVICE)?;
-    let mut session = config.database_url.config().clone();
+    let mut session = config.database_url.target()?;
     // The relay sets the session's keepalives itself (on both ends), from the options.
-    session.application_name(format!("{SERVICE} leases")).connect_timeout(Duration::from_secs(5));
+    session.config.application_name(format!("{SERVICE} leases")).connect_timeout(Duration::from_secs(5));
     let relay = Relay::new(pool.clone(), session, &config.kafka.producer_config(), config.relay_options())
         .context("create the relay")?;
     let status = relay.status();

@@ -107,10 +107,7 @@ fn workload(count: usize) -> Vec<OrderEvent> {
 }
 
 fn kafka_args() -> KafkaArgs {
-    KafkaArgs {
-        bootstrap_servers: orders_testkit::kafka::bootstrap_servers(),
-        properties: "".parse().unwrap(),
-    }
+    KafkaArgs::plaintext(orders_testkit::kafka::bootstrap_servers())
 }
 
 async fn produce(producer: &FutureProducer, topic: &str, events: &[OrderEvent]) {

@@ -46,7 +46,11 @@ use chrono::{DateTime, Utc};
 use orders_domain::UserId;
 use uuid::Uuid;
 
-use orders_runtime::{openapi::PROBLEM_JSON, problem::Problem};
+use orders_runtime::{
+    auth::{Authenticator, Principal},
+    openapi::PROBLEM_JSON,
+    problem::Problem,
+};
 
 use crate::{
     problem::QueryError,
@@ -74,10 +78,15 @@ pub struct QueryState {
     pub min_version_timeout: Duration,
 }
 
-/// Registers the query API's routes.
-pub fn routes(state: web::Data<QueryState>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+/// Registers the query API's routes, each authenticated by `authenticator`: a user
+/// reads their own orders, statistics and windows, an administrator anyone's.
+pub fn routes(
+    state: web::Data<QueryState>,
+    authenticator: web::Data<Authenticator>,
+) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
         cfg.app_data(state.clone())
+            .app_data(authenticator.clone())
             .route("/queries/orders/{id}", web::get().to(order))
             .route("/queries/users/{user_id}/orders", web::get().to(user_orders))
             .route("/queries/users/{user_id}/stats", web::get().to(user_stats))
@@ -90,14 +99,14 @@ pub fn routes(state: web::Data<QueryState>) -> impl Fn(&mut web::ServiceConfig) 
 /// The query API's OpenAPI document (served at `/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
-    orders_runtime::openapi::document(
+    orders_runtime::openapi::secured(orders_runtime::openapi::document(
         QueryApi::openapi(),
         "projector",
         env!("CARGO_PKG_VERSION"),
         "The read side: orders, a user's orders and statistics, and the per-user windows of \
          `order-stats`, projected from the `orders` topic. Eventually consistent: `min_version` \
          gives read-your-writes. Errors are `application/problem+json` (RFC 9457).",
-    )
+    ))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -138,6 +147,7 @@ async fn no_route(req: HttpRequest) -> Result<HttpResponse, QueryError> {
     ))]
 async fn order(
     req: HttpRequest,
+    principal: Principal,
     path: web::Path<String>,
     state: web::Data<QueryState>,
 ) -> Result<HttpResponse, QueryError> {
@@ -147,7 +157,7 @@ async fn order(
     let min_version = params.number("min_version", 0, i64::MAX as u64)?;
     let Some(min_version) = min_version else {
         return match state.queries.order(order_id).await? {
-            Some(view) => Ok(answer(&view, false)),
+            Some(view) => answer(&principal, &view, false),
             None => Err(absent(&state, order_id, None).await),
         };
     };
@@ -157,7 +167,7 @@ async fn order(
     let Some(watch) = state.waiters.watch(order_id) else {
         // Over the cap: answered at once, as a wait that ran out.
         let view = state.queries.order(order_id).await?;
-        return settle(&state, order_id, min_version, reached(&view), view).await;
+        return settle(&state, &principal, order_id, min_version, reached(&view), view).await;
     };
     let deadline = tokio::time::Instant::now() + state.min_version_timeout;
     let mut recheck = ExponentialBuilder::new()
@@ -172,7 +182,7 @@ async fn order(
         let view = state.queries.order(order_id).await?;
         let done = reached(&view);
         if done || tokio::time::Instant::now() >= deadline {
-            return settle(&state, order_id, min_version, done, view).await;
+            return settle(&state, &principal, order_id, min_version, done, view).await;
         }
         if view.is_none() && not_coming(&state, order_id).await? {
             // Every partition is past its creation: not found (or its first event missing).
@@ -190,13 +200,14 @@ async fn order(
 /// `reached`) or why there is none.
 async fn settle(
     state: &QueryState,
+    principal: &Principal,
     order_id: Uuid,
     min_version: u64,
     reached: bool,
     view: Option<OrderView>,
 ) -> Result<HttpResponse, QueryError> {
     match view {
-        Some(view) => Ok(answer(&view, !reached)),
+        Some(view) => answer(principal, &view, !reached),
         None => Err(absent(state, order_id, Some(min_version)).await),
     }
 }
@@ -230,13 +241,15 @@ async fn absent(state: &QueryState, order_id: Uuid, min_version: Option<u64>) ->
     }
 }
 
-fn answer(view: &OrderView, stale: bool) -> HttpResponse {
+/// The view, for its user or an administrator only.
+fn answer(principal: &Principal, view: &OrderView, stale: bool) -> Result<HttpResponse, QueryError> {
+    principal.may_act_for(&view.user_id)?;
     let mut response = HttpResponse::Ok();
     response.insert_header(("ETag", format!("\"{}\"", view.version)));
     if stale {
         response.insert_header((STALE_HEADER, "true")).insert_header(("Retry-After", "1"));
     }
-    response.json(view)
+    Ok(response.json(view))
 }
 
 /// A user's orders, newest first, one page at a time.
@@ -255,10 +268,12 @@ fn answer(view: &OrderView, stale: bool) -> HttpResponse {
     ))]
 async fn user_orders(
     req: HttpRequest,
+    principal: Principal,
     path: web::Path<String>,
     state: web::Data<QueryState>,
 ) -> Result<HttpResponse, QueryError> {
     let user_id = parse_user_id(&path)?;
+    principal.may_act_for(&user_id)?;
     let params = Params::parse(&req, &["page", "page_size"])?;
     let page = params.number("page", 1, u64::from(MAX_PAGE))?.unwrap_or(1);
     let page_size =
@@ -280,10 +295,12 @@ async fn user_orders(
     ))]
 async fn user_stats(
     req: HttpRequest,
+    principal: Principal,
     path: web::Path<String>,
     state: web::Data<QueryState>,
 ) -> Result<HttpResponse, QueryError> {
     let user_id = parse_user_id(&path)?;
+    principal.may_act_for(&user_id)?;
     Params::parse(&req, &[])?;
     match state.queries.user_stats(&user_id).await? {
         Some(stats) => Ok(HttpResponse::Ok().json(stats)),
@@ -307,10 +324,12 @@ async fn user_stats(
     ))]
 async fn user_windows(
     req: HttpRequest,
+    principal: Principal,
     path: web::Path<String>,
     state: web::Data<QueryState>,
 ) -> Result<HttpResponse, QueryError> {
     let user_id = parse_user_id(&path)?;
+    principal.may_act_for(&user_id)?;
     let params = Params::parse(&req, &["from", "to"])?;
     let (from, to) = (params.instant("from")?, params.instant("to")?);
     if let (Some(from), Some(to)) = (from, to)

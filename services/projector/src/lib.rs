@@ -47,6 +47,7 @@ use clap::{Parser, Subcommand};
 use orders_projection::{Projection, Settings};
 use orders_runtime::{
     CancellationToken, Probe, Runtime,
+    auth::{AuthArgs, Authenticator},
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     lifecycle::migrations_applied,
@@ -136,6 +137,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
+
+    /// Who may call the query API (Bearer JWTs, or explicitly none).
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -281,7 +286,13 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         waiters,
         min_version_timeout: config.min_version_timeout,
     });
-    let addr = rt.serve_http(config.http_addr, config.http_workers, http::routes(state))?;
+    let authenticator = Authenticator::new(&config.auth).await?;
+    rt.spawn("auth keys", {
+        let authenticator = authenticator.clone();
+        move |token| authenticator.refresh_periodically(token)
+    });
+    let routes = http::routes(state, web::Data::from(authenticator));
+    let addr = rt.serve_http(config.http_addr, config.http_workers, routes)?;
     Ok(addr)
 }
 

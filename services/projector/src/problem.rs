@@ -6,7 +6,7 @@
 //! path or query parameter name).
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use orders_runtime::problem::Problem;
+use orders_runtime::{auth::AuthError, problem::Problem};
 use tokio_postgres::error::SqlState;
 
 /// Everything a query can end with besides an answer.
@@ -44,6 +44,9 @@ pub enum QueryError {
     /// The database cannot be reached (or its schema is not in place yet); retry later.
     #[error("the read model is unavailable; retry later")]
     Unavailable,
+    /// The caller is not authenticated (401) or may not read this (403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// A bug; logged where it happened.
     #[error("internal error")]
     Internal,
@@ -62,6 +65,8 @@ impl QueryError {
             Self::NotYetVisible(_) => ("not-yet-visible", "Not in the read model yet"),
             Self::MissingEvents { .. } => ("missing-events", "Events of this order are missing"),
             Self::Unavailable => ("unavailable", "Temporarily unavailable"),
+            Self::Auth(AuthError::Forbidden(_)) => ("forbidden", "The caller may not do this"),
+            Self::Auth(_) => ("unauthenticated", "The request is not authenticated"),
             Self::Internal => ("internal", "Internal error"),
         }
     }
@@ -73,11 +78,16 @@ impl ResponseError for QueryError {
             Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound(_) | Self::NotYetVisible(_) | Self::MissingEvents { .. } => StatusCode::NOT_FOUND,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(e) => e.status_code(),
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::Auth(e) = self {
+            // Its own response: the same document, with the WWW-Authenticate challenge.
+            return e.error_response();
+        }
         let (slug, title) = self.slug_and_title();
         let field = match self {
             Self::InvalidParameter { field, .. } => Some(field.as_str()),

@@ -67,17 +67,13 @@ pub async fn connect(url: &DatabaseUrl, application_name: &str) -> anyhow::Resul
 /// Applies the migrations (creating the live read model on first start).
 pub async fn migrate(url: &DatabaseUrl) -> anyhow::Result<()> {
     let mut client = connect(url, "projector-migrate").await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .context("taking the migration lock")?;
-    let report = embedded::migrations::runner().run_async(&mut client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-        .await
-        .context("releasing the lock")?;
-    for migration in report.context("applying migrations")?.applied_migrations() {
-        tracing::info!(migration = %migration, "applied migration");
-    }
-    Ok(())
+    orders_postgres::migrate_on(
+        &mut client,
+        MIGRATION_LOCK,
+        &embedded::migrations::runner(),
+        "projector",
+        None,
+    )
+    .await
+    .context("applying migrations")
 }

@@ -16,19 +16,20 @@ use rdkafka::{
     message::BorrowedMessage,
     types::RDKafkaErrorCode,
 };
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::compare::{
     Difference, Histories, Saga, Stored, TopicRecord, UserStats, View, WindowCounts, WindowKey,
 };
 
-/// Connects to `url` (its connection driven in the background).
+/// Connects to `url` (over TLS when its `sslmode` says; the connection driven in the
+/// background), with no statement time limit: the reads are whole tables.
 pub(super) async fn connect(url: &DatabaseUrl) -> anyhow::Result<Client> {
-    let (client, connection) =
-        url.config().connect(NoTls).await.with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(connection);
-    Ok(client)
+    let session = orders_postgres::Session { statement_timeout: None, ..orders_postgres::Session::default() };
+    orders_postgres::connect(url, "orders-load reconcile", &session)
+        .await
+        .with_context(|| format!("connecting to {url}"))
 }
 
 /// Every order's history; the events that do not decode are differences.

@@ -73,7 +73,8 @@ impl World {
         options: RelayOptions,
     ) -> Relay {
         let pool = orders_testkit::postgres::pool(self.db.url(), 4);
-        let session: tokio_postgres::Config = self.db.url().parse().expect("url");
+        let session =
+            self.db.url().parse::<orders_postgres::DatabaseUrl>().expect("url").target().expect("target");
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap);
         for (k, v) in producer {

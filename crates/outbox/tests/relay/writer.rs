@@ -32,7 +32,7 @@ async fn an_outbox_of_its_own_is_created_written_in_a_transaction_and_published(
         orders_outbox::write(&tx, &[&a1, &a2, &b1]).await.unwrap();
         tx.commit().await.unwrap();
     }
-    let session: tokio_postgres::Config = db.url().parse().unwrap();
+    let session = db.url().parse::<orders_postgres::DatabaseUrl>().unwrap().target().unwrap();
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", orders_testkit::kafka::bootstrap_servers());
     let relay =

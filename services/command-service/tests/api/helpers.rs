@@ -69,6 +69,10 @@ async fn spawn_app_on(db: TestDatabase, proxy: Option<PgProxy>, extra: &[&str]) 
         "5s",
     ];
     args.extend_from_slice(extra);
+    // Without authentication unless the test sets it up.
+    if !extra.iter().any(|a| a.starts_with("--auth")) {
+        args.push("--auth=off");
+    }
     let config = Config::try_parse_from(args).unwrap();
     let mut runtime = Runtime::new(SERVICE, &config.runtime);
     let addr = build(config, &mut runtime).await.unwrap();

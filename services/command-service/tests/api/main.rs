@@ -2,6 +2,7 @@
 //! service in-process on a free port with its own database and topics.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod auth;
 mod commands_topic;
 mod helpers;
 mod idempotency;

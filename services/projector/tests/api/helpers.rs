@@ -72,6 +72,10 @@ impl World {
         .map(ToString::to_string)
         .collect();
         args.extend(extra.iter().map(ToString::to_string));
+        // Without authentication unless the test sets it up.
+        if !extra.iter().any(|a| a.starts_with("--auth")) {
+            args.push("--auth=off".into());
+        }
         args
     }
 

@@ -3,6 +3,7 @@
 //! on a free port (or, for the crash test, as a child process).
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod auth;
 mod crash;
 mod gaps;
 mod helpers;
