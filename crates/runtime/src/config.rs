@@ -36,6 +36,15 @@ pub struct RuntimeArgs {
     /// the client gets `503` with `Retry-After`.
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub http_request_timeout: Duration,
+
+    /// The longest a client may take to send a request's head: a slower one gets `408`
+    /// and its connection is closed (slow clients do not hold connections).
+    #[arg(long, env = "HTTP_CLIENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub http_client_timeout: Duration,
+
+    /// How long an idle kept-alive connection stays open.
+    #[arg(long, env = "HTTP_KEEP_ALIVE", default_value = "5s", value_parser = parse_duration)]
+    pub http_keep_alive: Duration,
 }
 
 /// How logs are written.

@@ -23,6 +23,7 @@
 //! - [`progress`]: the progress of operations run by hand: a bar on a terminal, log lines otherwise.
 //! - [`http`]: the operational endpoints and the HTTP server.
 //! - [`problem`]: RFC 9457 `application/problem+json` error bodies.
+//! - [`limits`]: what one request or client may ask: JSON depth, a per-client rate.
 //! - [`lifecycle`]: [`Runtime`], signals and graceful shutdown.
 //! - [`postgres`] and [`kafka`]: building a connection pool (with server-side session
 //!   limits, from [`orders_postgres`]) and client configuration from the shared arguments.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod postgres;

@@ -58,6 +58,8 @@ pub struct Runtime {
     draining: CancellationToken,
     shutdown_timeout: Duration,
     request_timeout: Duration,
+    client_timeout: Duration,
+    keep_alive: Duration,
     probes: Arc<RwLock<Vec<Probe>>>,
     servers: Vec<ServerHandle>,
     tasks: JoinSet<TaskResult>,
@@ -73,6 +75,8 @@ impl Runtime {
             draining: CancellationToken::new(),
             shutdown_timeout: args.shutdown_timeout,
             request_timeout: args.http_request_timeout,
+            client_timeout: args.http_client_timeout,
+            keep_alive: args.http_keep_alive,
             probes: Arc::default(),
             servers: Vec::new(),
             tasks: JoinSet::new(),
@@ -123,6 +127,8 @@ impl Runtime {
                 .configure(routes.clone())
         })
         .workers(workers.max(1))
+        .client_request_timeout(self.client_timeout)
+        .keep_alive(self.keep_alive)
         .disable_signals()
         .shutdown_timeout(self.shutdown_timeout.as_secs().max(1))
         .bind(addr)

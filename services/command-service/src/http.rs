@@ -36,6 +36,7 @@ use orders_events::decode_event;
 use orders_eventstore::StoredAnswer;
 use orders_runtime::{
     auth::{Authenticator, Principal},
+    limits::RateLimiter,
     openapi::PROBLEM_JSON,
     problem::Problem,
 };
@@ -55,7 +56,12 @@ pub struct HttpState {
     pub commands: Commands,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Commands per client.
+    pub limiter: RateLimiter,
 }
+
+/// The most a JSON body nests (the API's own bodies nest three levels).
+pub const MAX_JSON_DEPTH: usize = 16;
 
 /// Registers the command API's routes, each authenticated by `authenticator`.
 pub fn routes(
@@ -70,22 +76,24 @@ pub fn routes(
             .route("/commands/orders/{id}/ship", web::post().to(ship))
             .route("/commands/orders/{id}/cancel", web::post().to(cancel))
             .route("/orders/{id}/events", web::get().to(history))
-            .configure(orders_runtime::openapi::routes(&openapi()))
+            .configure(orders_runtime::openapi::routes(&openapi(authenticator.required())))
             .default_service(web::to(not_found));
     }
 }
 
 /// The command API's OpenAPI document (served at `/openapi.json`).
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi(secured: bool) -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
-    orders_runtime::openapi::secured(orders_runtime::openapi::document(
+    let doc = orders_runtime::openapi::document(
         CommandApi::openapi(),
         "command-service",
         env!("CARGO_PKG_VERSION"),
         "Commands on orders: each is validated against the order's rules, appended to its event \
          stream with optimistic concurrency, and published through the transactional outbox. Errors \
          are `application/problem+json` (RFC 9457).",
-    ))
+    );
+    // Bearer tokens where the service asks for them (AUTH=jwt); with AUTH=off it does not.
+    if secured { orders_runtime::openapi::secured(doc) } else { doc }
 }
 
 #[derive(utoipa::OpenApi)]
@@ -123,6 +131,8 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         (status = 409, description = "A concurrent request with this key is still running", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Body larger than the limit", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "The `Idempotency-Key` was used with another request", body = Problem, content_type = PROBLEM_JSON),
+        (status = 429, description = "More commands from this client than its rate (`COMMAND_RATE_LIMIT`)", body = Problem, content_type = PROBLEM_JSON,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 async fn create(
     req: HttpRequest,
@@ -130,6 +140,7 @@ async fn create(
     payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limiter.check(&client(&req, &principal))?;
     let body = read_body(&req, payload, state.body_limit).await?;
     let mut input: CreateOrderInput = parse_json(&body)?;
     // The user is the token's subject; only an administrator orders for someone else
@@ -193,6 +204,8 @@ macro_rules! order_command {
                 (status = 409, description = "The order's rules refuse it in its state (`/problems/rule-broken`), or it is not at the `If-Match` version (`/problems/concurrency-conflict`)", body = Problem, content_type = PROBLEM_JSON),
                 (status = 413, description = "Body larger than the limit", body = Problem, content_type = PROBLEM_JSON),
                 (status = 422, description = "The `Idempotency-Key` was used with another request", body = Problem, content_type = PROBLEM_JSON),
+                (status = 429, description = "More commands from this client than its rate (`COMMAND_RATE_LIMIT`)", body = Problem, content_type = PROBLEM_JSON,
+                    headers(("Retry-After" = u32, description = "Seconds to wait"))),
             ))]
         async fn $name(
             req: HttpRequest,
@@ -295,6 +308,7 @@ async fn on_order<I: OrderCommandInput>(
     payload: web::Payload,
     state: web::Data<HttpState>,
 ) -> Result<HttpResponse, ApiError> {
+    state.limiter.check(&client(&req, &principal))?;
     let body = read_body(&req, payload, state.body_limit).await?;
     let intent = parse_json::<I>(&body)?.into_intent()?;
     let order_id = parse_order_id(&path)?;
@@ -463,8 +477,25 @@ async fn read_body(
     Ok(body.freeze())
 }
 
-/// Parses JSON, naming the field at fault.
+/// Who a request comes from, for the rate limit: the token's subject, or without
+/// authentication the peer's address (behind a proxy, the proxy's: give it the limit).
+fn client(req: &HttpRequest, principal: &Principal) -> String {
+    if principal == &Principal::anonymous() {
+        req.peer_addr().map_or_else(|| "unknown".to_string(), |a| format!("address {}", a.ip()))
+    } else {
+        format!("subject {}", principal.subject)
+    }
+}
+
+/// Parses JSON, naming the field at fault; a body nested deeper than
+/// [`MAX_JSON_DEPTH`] is refused unparsed.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if orders_runtime::limits::json_depth_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(ApiError::MalformedBody {
+            detail: format!("the JSON body nests deeper than {MAX_JSON_DEPTH} levels"),
+            field: None,
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();

@@ -30,6 +30,7 @@ use orders_runtime::{
     auth::{AuthArgs, Authenticator},
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
+    limits::RateLimiter,
     postgres::{self, DatabaseUrl},
 };
 
@@ -55,6 +56,16 @@ pub struct Config {
     /// Largest accepted request body, in bytes (larger ones get 413).
     #[arg(long, env = "BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
+
+    /// Commands per second one client may send (told apart by its token's subject, or
+    /// by its address without authentication); over it, `429` with `Retry-After`. 0: no
+    /// limit.
+    #[arg(long, env = "COMMAND_RATE_LIMIT", default_value_t = 0)]
+    pub command_rate_limit: u32,
+
+    /// Commands one client may send at once above its rate.
+    #[arg(long, env = "COMMAND_RATE_BURST", default_value_t = 50)]
+    pub command_rate_burst: u32,
 
     /// PostgreSQL database of the event store, snapshots, outbox and idempotency keys.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_write")]
@@ -201,7 +212,11 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         let authenticator = authenticator.clone();
         move |token| authenticator.refresh_periodically(token)
     });
-    let state = web::Data::new(http::HttpState { commands, body_limit: config.body_limit });
+    let state = web::Data::new(http::HttpState {
+        commands,
+        body_limit: config.body_limit,
+        limiter: RateLimiter::per_second(config.command_rate_limit, config.command_rate_burst),
+    });
     let addr = rt.serve_http(
         config.http_addr,
         config.http_workers,

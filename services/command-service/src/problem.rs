@@ -6,7 +6,7 @@
 //! where one input is at fault, `field` (a JSON path such as `items[0].quantity`).
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use orders_runtime::{auth::AuthError, problem::Problem};
+use orders_runtime::{auth::AuthError, limits::TooManyRequests, problem::Problem};
 
 use crate::app::CommandError;
 
@@ -71,6 +71,9 @@ pub enum ApiError {
     /// The caller is not authenticated (401) or may not do this (403).
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The client sends more commands than its rate (429 with `Retry-After`).
+    #[error(transparent)]
+    RateLimited(#[from] TooManyRequests),
     /// A bug or corruption; logged where it happened.
     #[error("internal error")]
     Internal,
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => ("idempotency-key-reused", "Idempotency key reused"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "The request body is too large"),
             ApiError::Unavailable => ("unavailable", "Temporarily unavailable"),
+            ApiError::RateLimited(_) => ("rate-limited", "Too many requests"),
             ApiError::Auth(AuthError::Forbidden(_)) => ("forbidden", "The caller may not do this"),
             ApiError::Auth(_) => ("unauthenticated", "The request is not authenticated"),
             ApiError::Internal => ("internal", "Internal error"),
@@ -129,14 +133,16 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Auth(e) => e.status_code(),
+            ApiError::RateLimited(e) => e.status_code(),
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            // Its own response: the same document, with the WWW-Authenticate challenge.
+            // Their own responses: the same document, with WWW-Authenticate or Retry-After.
             ApiError::Auth(e) => e.error_response(),
+            ApiError::RateLimited(e) => e.error_response(),
             _ => self.problem().response(|_| {}),
         }
     }

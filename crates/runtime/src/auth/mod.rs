@@ -261,6 +261,11 @@ impl Authenticator {
         }))
     }
 
+    /// Whether requests need a token (`AUTH=jwt`): what the API's document declares.
+    pub fn required(&self) -> bool {
+        self.mode == AuthMode::Jwt
+    }
+
     /// Reads the key set again every `AUTH_JWKS_REFRESH` until `token` is cancelled (a
     /// task for [`crate::Runtime::spawn`]); a failed read keeps the keys known and is
     /// logged.

@@ -7,4 +7,5 @@ mod commands_topic;
 mod helpers;
 mod idempotency;
 mod lifecycle;
+mod limits;
 mod problems;
