@@ -13,25 +13,30 @@
 NAMESPACE_PG=${NAMESPACE_PG:-postgres://postgres@127.0.0.1:${PG_PORT:-15432}}
 NAMESPACE_LOCAL=${ORDERS_LOCAL_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.local}
 
-# namespace_secure_env NS NAME: what namespace_start adds with NAMESPACE_SECURE=1, the
+# namespace_secure_env NS NAME PORT: what namespace_start adds with NAMESPACE_SECURE=1, the
 # service secured as in production (deploy/local/security.sh made what it needs;
 # `infra.sh namespace acls NS` and `namespace roles NS` granted it): Kafka over SASL_SSL
 # as the service's own user (SCRAM-SHA-512, its password file, the local CA),
 # PostgreSQL over TLS (verify-full) as the service's own login role, its password from
-# a file, and bearer tokens on the public APIs when NAMESPACE_JWKS names a key set.
+# a file; bearer tokens on the public APIs (NAMESPACE_JWKS), their operations on admin
+# ports (NAMESPACE_ADMIN_OFFSET), an admin token (NAMESPACE_ADMIN_TOKEN_FILE), when set.
 namespace_secure_env() {
-  local ns=$1 name=$2 role=${2//-/_} db
+  local ns=$1 name=$2 port=${3:-0} role=${2//-/_} db
   echo KAFKA_BOOTSTRAP_SERVERS=localhost:9094 KAFKA_SECURITY_PROTOCOL=sasl_ssl KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \
     KAFKA_SASL_USERNAME=$name KAFKA_SASL_PASSWORD_FILE=$NAMESPACE_LOCAL/secrets/kafka/$name \
     KAFKA_SSL_CA_LOCATION=$NAMESPACE_LOCAL/tls/ca.pem
   # The public APIs check bearer tokens against NAMESPACE_JWKS, when set (orders-load
-  # token makes the key set and the tokens).
+  # token makes the key set and the tokens), and serve their operations on an admin
+  # port NAMESPACE_ADMIN_OFFSET above their own, when set.
   case $name in
     command-service | projector)
       [ -n "${NAMESPACE_JWKS:-}" ] &&
         echo AUTH=jwt AUTH_JWKS=$NAMESPACE_JWKS AUTH_ISSUER=https://issuer.local/ AUTH_AUDIENCE=orders-api
+      [ -n "${NAMESPACE_ADMIN_OFFSET:-}" ] && echo "ADMIN_ADDR=127.0.0.1:$((port + NAMESPACE_ADMIN_OFFSET))"
       ;;
   esac
+  # Every admin endpoint asks for the token in NAMESPACE_ADMIN_TOKEN_FILE, when set.
+  [ -n "${NAMESPACE_ADMIN_TOKEN_FILE:-}" ] && echo "ADMIN_TOKEN_FILE=$NAMESPACE_ADMIN_TOKEN_FILE"
   case $name in
     command-service | outbox-relay) db=orders_write ;;
     projector) db=orders_read ;;
@@ -85,7 +90,7 @@ namespace_start() {
   local secure=()
   # Later words win: the secured settings replace the plaintext ones.
   # shellcheck disable=SC2207 # namespace_secure_env prints NAME=value words
-  [ "${NAMESPACE_SECURE:-0}" = 1 ] && secure=($(namespace_secure_env "$ns" "$name"))
+  [ "${NAMESPACE_SECURE:-0}" = 1 ] && secure=($(namespace_secure_env "$ns" "$name" "$port"))
   # shellcheck disable=SC2046 # namespace_env prints NAME=value words
   env $(namespace_env "$ns" "$name" "$port") "${secure[@]}" "$bin/$name" >>"$log" 2>&1 </dev/null &
   NAMESPACE_PID=$!

@@ -10,6 +10,8 @@
 #     jobs), every password read from a file;
 #   - bearer JWTs on the public APIs (AUTH=jwt), from a stand-in identity provider
 #     (`orders-load token`, a key made for the run);
+#   - the operational endpoints of the public APIs on admin ports of their own
+#     (27090, 27091), every admin endpoint behind an operator's token;
 # then
 #   1. orders driven through the whole flow (orders-load run, with an administrator's
 #      token), and the reconciliation: every order in the read model, the saga's
@@ -86,13 +88,15 @@ main() {
   (umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$STATE/signing.pem" 2>/dev/null)
   "$BIN/orders-load" token --key "$STATE/signing.pem" --jwks >"$STATE/jwks.json"
   (umask 077 && "$BIN/orders-load" token --key "$STATE/signing.pem" --subject orders-load --scope orders:admin \
-    >"$STATE/admin.token" && "$BIN/orders-load" token --key "$STATE/signing.pem" --subject mallory >"$STATE/user.token")
+    >"$STATE/admin.token" && "$BIN/orders-load" token --key "$STATE/signing.pem" --subject mallory >"$STATE/user.token" &&
+    openssl rand -hex 32 >"$STATE/operator.token")
 
   local entry name port
   for entry in "${SERVICES[@]}"; do
     name=${entry%%:*} port=${entry##*:}
     log "starting $name secured on 127.0.0.1:$port (log: $STATE/$name.log)"
-    NAMESPACE_SECURE=1 NAMESPACE_JWKS=$STATE/jwks.json namespace_start "$NS" "$name" "$port" "$STATE/$name.log" "$BIN"
+    NAMESPACE_SECURE=1 NAMESPACE_JWKS=$STATE/jwks.json NAMESPACE_ADMIN_OFFSET=10 \
+      NAMESPACE_ADMIN_TOKEN_FILE=$STATE/operator.token namespace_start "$NS" "$name" "$port" "$STATE/$name.log" "$BIN"
     PIDS+=("$NAMESPACE_PID")
   done
   for entry in "${SERVICES[@]}"; do
@@ -104,7 +108,7 @@ main() {
   log "driving 200 orders through the secured services"
   # shellcheck disable=SC2046 # namespace_urls prints NAME=value words
   env COMMANDS_URL=http://127.0.0.1:27080 QUERIES_URL=http://127.0.0.1:27081 PROCESSOR_URL=http://127.0.0.1:27083 \
-    API_TOKEN_FILE="$STATE/admin.token" "$BIN/orders-load" run --orders 200 --rate 40 --retry-for 120s --visibility-timeout 180s \
+    API_TOKEN_FILE="$STATE/admin.token" PROCESSOR_TOKEN_FILE="$STATE/operator.token" "$BIN/orders-load" run --orders 200 --rate 40 --retry-for 120s --visibility-timeout 180s \
     --summary "$STATE/load.json" >"$STATE/load.log" 2>&1 || die "the load run failed; see $STATE/load.log"
   local failed not_visible
   failed=$(summary_count "$STATE/load.json" failed) && not_visible=$(summary_count "$STATE/load.json" not_visible) ||
@@ -127,6 +131,16 @@ main() {
     -H "Authorization: Bearer $(cat "$STATE/user.token")" http://127.0.0.1:27081/queries/users/someone-else/orders)
   [ "$status" = 403 ] || die "mallory reading another user's orders was answered $status, not 403"
   log "refused as it should be: a user reading another's orders (403)"
+  # The admin endpoints: apart from the public APIs, behind the operator's token.
+  http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
+  [ "$(http_code http://127.0.0.1:27080/metrics)" = 404 ] || die "the command API's own port serves /metrics"
+  [ "$(http_code http://127.0.0.1:27090/metrics)" = 401 ] || die "/metrics answered without the admin token"
+  [ "$(http_code -H "Authorization: Bearer $(cat "$STATE/operator.token")" http://127.0.0.1:27090/metrics)" = 200 ] ||
+    die "/metrics refused the admin token"
+  [ "$(http_code -X PUT -H 'Content-Type: application/json' -d '{"available": 1}' http://127.0.0.1:27083/inventory/x)" = 401 ] ||
+    die "the processor's inventory API took a change without the admin token"
+  [ "$(http_code http://127.0.0.1:27091/readyz)" = 200 ] || die "the projector's probe needs no token"
+  log "refused as it should be: the admin endpoints without the operator's token (401); the API's port serves none"
   # Errors the services log, with a token and a password in the request.
   curl -s -o /dev/null --max-time 10 -X POST -H "Authorization: Bearer $(cat "$STATE/user.token")" \
     -H 'Content-Type: application/json' -d "{\"password\": \"$(cat "$LOCAL/secrets/postgres/${NS}_owner")\"" \

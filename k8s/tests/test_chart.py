@@ -63,13 +63,16 @@ def test_probes_hit_the_runtimes_real_paths(objects):
     for name, deployment in of_kind(objects, "Deployment").items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         port = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, name
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, name
-        assert container["startupProbe"]["httpGet"]["path"] == "/healthz", name
-        # The service listens where the probes knock: its address variable names the port.
+        # A public API's probes knock on its admin port, where its operations are.
+        ops = "admin" if name in PUBLIC else "http"
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": ops}, name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": ops}, name
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": ops}, name
+        # The service listens where the probes knock: its address variables name the ports.
         env = {e["name"]: e.get("value") for e in container["env"]}
-        listen = env.get("HTTP_ADDR") or env.get("ADMIN_ADDR")
-        assert listen == f"0.0.0.0:{port['http']}", f"{name}: listens on {listen}, probed on {port}"
+        if name in PUBLIC:
+            assert env["HTTP_ADDR"] == f"0.0.0.0:{port['http']}", name
+        assert env["ADMIN_ADDR"] == f"0.0.0.0:{port[ops]}", f"{name}: admin on {env['ADMIN_ADDR']}, probed on {port}"
 
 
 def test_pods_run_unprivileged(objects):
@@ -140,16 +143,19 @@ def test_the_gateway_api_route_is_there_on_request():
 
 
 def test_only_the_gateway_and_monitoring_reach_the_pods(objects):
+    services = of_kind(objects, "Service")
     for name, policy in of_kind(objects, "NetworkPolicy").items():
         spec = policy["spec"]
         assert spec["policyTypes"] == ["Ingress"], name
-        (rule,) = spec["ingress"]
-        peers = rule["from"]
-        monitoring = [p for p in peers if p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"]
-        assert monitoring, f"{name}: monitoring cannot reach it"
-        others = [p for p in peers if p not in monitoring]
+        ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
+        monitoring, *others = spec["ingress"]
+        (peer,) = monitoring["from"]
+        assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring", name
+        assert sorted(p["port"] for p in monitoring["ports"]) == sorted(ports.values()), f"{name}: monitoring reaches every port"
         if name in PUBLIC:
-            assert others, f"{name}: the gateway cannot reach it"
+            (gateway,) = others
+            assert gateway["from"], f"{name}: the gateway cannot reach it"
+            assert [p["port"] for p in gateway["ports"]] == [ports["http"]], f"{name}: the gateway reaches more than its API"
         else:
             assert not others, f"{name} is reachable from {others}: only monitoring may reach an admin port"
 
@@ -282,3 +288,18 @@ def test_the_public_apis_say_how_callers_are_authenticated():
     for deployment in of_kind(render("--set", "auth.mode=off"), "Deployment").values():
         env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
         assert env.get("AUTH", {"value": "off"})["value"] == "off" and "AUTH_ISSUER" not in env
+
+
+def test_the_admin_endpoints_ask_for_the_admin_token_in_production():
+    objects = load((RENDERED / "production.yaml").read_text())
+    for name, deployment in of_kind(objects, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["admin-token"]["secret"]["secretName"] == "orders-admin-token", name
+        assert env_of(container)["ADMIN_TOKEN_FILE"]["value"] == mounts["admin-token"] + "/token", name
+    for name, monitor in of_kind(objects, "ServiceMonitor").items():
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["port"] == ("admin" if name in PUBLIC else "http"), name
+        assert endpoint["bearerTokenSecret"] == {"name": "orders-admin-token", "key": "token"}, name

@@ -48,6 +48,10 @@ pub struct Endpoints {
     /// `orders-load token`). Unset: no token.
     #[arg(long, env = "API_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// A file holding the admin token of the order processor's admin API (its
+    /// ADMIN_TOKEN_FILE), for setting stock. Unset: none sent.
+    #[arg(long, env = "PROCESSOR_TOKEN_FILE")]
+    processor_token_file: Option<std::path::PathBuf>,
 }
 
 impl Endpoints {
@@ -92,7 +96,12 @@ impl Endpoints {
     /// When the processor does not answer with a 2xx.
     pub async fn set_stock(&self, http: &reqwest::Client, sku: &str, available: i64) -> anyhow::Result<()> {
         let url = self.processor(&format!("/inventory/{sku}"));
-        let response = http.put(&url).json(&serde_json::json!({ "available": available })).send().await?;
+        let mut request = http.put(&url).json(&serde_json::json!({ "available": available }));
+        if let Some(file) = &self.processor_token_file {
+            let token = std::fs::read_to_string(file)?;
+            request = request.bearer_auth(token.trim());
+        }
+        let response = request.send().await?;
         if !response.status().is_success() {
             bail!("PUT {url} answered {}: {}", response.status(), response.text().await.unwrap_or_default());
         }

@@ -45,6 +45,13 @@ pub struct RuntimeArgs {
     /// How long an idle kept-alive connection stays open.
     #[arg(long, env = "HTTP_KEEP_ALIVE", default_value = "5s", value_parser = parse_duration)]
     pub http_keep_alive: Duration,
+
+    /// A file holding the token the admin endpoints ask for (`Authorization: Bearer
+    /// <token>`): `/metrics`, the details of `/readyz`, and an admin port's own API (the
+    /// processor's inventory). `/healthz` and `/readyz`'s status stay open to probes.
+    /// Unset: no token asked.
+    #[arg(long = "admin-token-file", env = "ADMIN_TOKEN_FILE", value_parser = Secret::from_file)]
+    pub admin_token: Option<Secret>,
 }
 
 /// How logs are written.

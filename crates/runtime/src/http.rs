@@ -8,6 +8,16 @@
 //!   (1 or 0) for alerting.
 //! - `GET /metrics`: Prometheus text format.
 //!
+//! A public API may keep these off its own port ([`Runtime::serve_api`] beside
+//! [`Runtime::serve_admin`]): its port then serves `/healthz` and a `/readyz` without
+//! details only. With an admin token (`ADMIN_TOKEN_FILE`), `/metrics`, the details of
+//! `/readyz` and an admin port's own API answer `401` without `Authorization: Bearer
+//! <token>` (compared in constant time); `/healthz` and `/readyz`'s status stay open to
+//! the orchestrator's probes.
+//!
+//! [`Runtime::serve_api`]: crate::Runtime::serve_api
+//! [`Runtime::serve_admin`]: crate::Runtime::serve_admin
+//!
 //! Every request runs in a span that continues the caller's `traceparent`, and is
 //! counted in `http_requests_total{method, route, status}` and timed in
 //! `http_request_duration_seconds{method, route}`. Every label is bounded whatever the
@@ -28,7 +38,7 @@ use std::{
 };
 
 use actix_web::{
-    HttpResponse,
+    HttpMessage as _, HttpResponse,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
@@ -38,7 +48,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::probe::{Probe, ProbeResult, check_all};
+use crate::{
+    config::Secret,
+    probe::{Probe, ProbeResult, check_all},
+};
 
 /// Shared state of the operational endpoints.
 #[derive(Debug)]
@@ -49,7 +62,47 @@ pub(crate) struct Ops {
     /// Cancelled when shutdown begins: readiness turns to 503 at once.
     pub(crate) draining: CancellationToken,
     pub(crate) probe_deadline: Duration,
+    /// What the server serves.
+    pub(crate) exposure: Exposure,
+    /// The token the admin endpoints ask for, if any.
+    pub(crate) admin_token: Option<Secret>,
 }
+
+/// What one HTTP server of a service serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exposure {
+    /// The service's routes and the operational endpoints on one port; the admin token
+    /// guards `/metrics` and the details of `/readyz`.
+    Both,
+    /// A public API alone: its routes, `/healthz`, and `/readyz` without details.
+    Api,
+    /// The admin port: the operational endpoints and an admin API; the admin token
+    /// guards all but `/healthz` and `/readyz`'s status.
+    Admin,
+}
+
+impl Exposure {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Self::Both => "API and operations",
+            Self::Api => "API",
+            Self::Admin => "operations (admin)",
+        }
+    }
+
+    /// Whether `path` asks for the admin token (when there is one).
+    fn guarded(self, path: &str) -> bool {
+        match self {
+            Self::Both => path == "/metrics",
+            Self::Api => false,
+            Self::Admin => !matches!(path, "/healthz" | "/readyz"),
+        }
+    }
+}
+
+/// Set on a request that carried the admin token.
+#[derive(Debug, Clone, Copy)]
+struct AdminCaller;
 
 /// The answer of `/healthz`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -67,15 +120,68 @@ pub(crate) struct Readiness {
     service: &'static str,
     /// `ready`, `not ready` or `shutting down`.
     status: &'static str,
-    /// Each readiness probe's outcome (none while shutting down).
+    /// Each readiness probe's outcome (none while shutting down, on a public API's own
+    /// port, and without the admin token when there is one).
     checks: Vec<ProbeResult>,
 }
 
-/// Registers `/healthz`, `/readyz` and `/metrics`.
-pub(crate) fn ops_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+/// Registers `/healthz`, `/readyz` and (but on a public API's own server) `/metrics`.
+pub(crate) fn ops_routes(cfg: &mut web::ServiceConfig, exposure: Exposure) {
+    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+    if exposure != Exposure::Api {
+        cfg.route("/metrics", web::get().to(metrics));
+    }
+}
+
+/// Middleware: with an admin token configured, a request to a guarded path without it
+/// gets `401` (problem+json, `WWW-Authenticate: Bearer realm="admin"`); one with it is
+/// marked, so that `/readyz` shows its details.
+pub(crate) async fn guard_admin<B: MessageBody + 'static>(
+    ops: web::Data<Ops>,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    if let Some(token) = &ops.admin_token {
+        let given = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|given| same(given.trim().as_bytes(), token.expose().as_bytes())) {
+            req.extensions_mut().insert(AdminCaller);
+        } else if ops.exposure.guarded(req.path()) {
+            return Err(AdminUnauthorized.into());
+        }
+    }
+    next.call(req).await
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An admin endpoint without the admin token: `401`.
+#[derive(Debug, thiserror::Error)]
+#[error("this admin endpoint asks for the admin token (Authorization: Bearer <token>)")]
+struct AdminUnauthorized;
+
+impl actix_web::ResponseError for AdminUnauthorized {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        actix_web::http::StatusCode::UNAUTHORIZED
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        crate::problem::Problem::new(
+            self.status_code(),
+            "unauthenticated",
+            "The request is not authenticated",
+            self.to_string(),
+        )
+        .response(|r| {
+            r.insert_header(("WWW-Authenticate", "Bearer realm=\"admin\""));
+        })
+    }
 }
 
 /// Liveness: the process runs and its HTTP server answers.
@@ -94,7 +200,7 @@ pub(crate) const READY: &str = "service_ready";
     (status = 200, description = "Ready", body = Readiness),
     (status = 503, description = "Not ready, or shutting down; the failed probes say why", body = Readiness),
 ))]
-pub(crate) async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
+pub(crate) async fn readyz(ops: web::Data<Ops>, req: actix_web::HttpRequest) -> HttpResponse {
     if ops.draining.is_cancelled() {
         metrics::gauge!(READY).set(0.0);
         return HttpResponse::ServiceUnavailable().json(Readiness {
@@ -107,9 +213,18 @@ pub(crate) async fn readyz(ops: web::Data<Ops>) -> HttpResponse {
         Ok(probes) => probes.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
     };
-    let checks = check_all(&probes, ops.probe_deadline).await;
+    let mut checks = check_all(&probes, ops.probe_deadline).await;
     let ready = checks.iter().all(|c| c.ok);
     metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    // The details (what is down, and why) are the operators': not on a public API's own
+    // port, and behind the admin token when there is one.
+    let details = match ops.exposure {
+        Exposure::Api => false,
+        _ => ops.admin_token.is_none() || req.extensions().get::<AdminCaller>().is_some(),
+    };
+    if !details {
+        checks.clear();
+    }
     let body = Readiness { service: ops.service, status: if ready { "ready" } else { "not ready" }, checks };
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
@@ -237,6 +352,89 @@ mod tests {
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.expect("read");
         String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// Sends one raw HTTP/1.1 GET with an optional bearer token; returns the response.
+    async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{authorization}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    fn with_admin_token() -> (Runtime, std::path::PathBuf) {
+        let file = std::env::temp_dir().join(format!("admin-token-{}-{}", std::process::id(), line!()));
+        std::fs::write(&file, "s3cret-admin\n").expect("token file");
+        let rt = runtime(&["--admin-token-file", file.to_str().expect("utf-8")]);
+        (rt, file)
+    }
+
+    fn failing_probe(rt: &mut Runtime) {
+        rt.add_probe(crate::Probe::new("database", || async { Err("down for the test".to_string()) }));
+    }
+
+    #[actix_web::test]
+    async fn the_admin_port_asks_for_its_token_but_of_the_probes() {
+        let (mut rt, file) = with_admin_token();
+        failing_probe(&mut rt);
+        let addr = rt
+            .serve_admin("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
+                cfg.route("/inventory", web::get().to(|| async { "stock" }));
+            })
+            .expect("serve");
+        for path in ["/metrics", "/inventory"] {
+            let refused = get(addr, path, None).await;
+            assert!(refused.starts_with("HTTP/1.1 401"), "{path}: {refused}");
+            assert!(
+                refused.to_ascii_lowercase().contains("www-authenticate: bearer realm=\"admin\""),
+                "{refused}"
+            );
+            assert!(get(addr, path, Some("wrong")).await.starts_with("HTTP/1.1 401"), "{path}");
+            assert!(get(addr, path, Some("s3cret-admin")).await.starts_with("HTTP/1.1 200"), "{path}");
+        }
+        assert!(get(addr, "/healthz", None).await.starts_with("HTTP/1.1 200"));
+        // Readiness answers the probes, its details only the token's holders.
+        let anonymous = get(addr, "/readyz", None).await;
+        assert!(
+            anonymous.starts_with("HTTP/1.1 503") && !anonymous.contains("down for the test"),
+            "{anonymous}"
+        );
+        let admin = get(addr, "/readyz", Some("s3cret-admin")).await;
+        assert!(admin.contains("down for the test"), "{admin}");
+        std::fs::remove_file(file).expect("removed");
+    }
+
+    #[actix_web::test]
+    async fn a_public_apis_own_port_serves_no_operations_and_no_details() {
+        let mut rt = runtime(&[]);
+        failing_probe(&mut rt);
+        let addr = rt
+            .serve_api("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
+                cfg.route("/api", web::get().to(|| async { "api" }));
+            })
+            .expect("serve");
+        assert!(get(addr, "/api", None).await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/metrics", None).await.starts_with("HTTP/1.1 404"));
+        let ready = get(addr, "/readyz", None).await;
+        assert!(ready.starts_with("HTTP/1.1 503") && !ready.contains("down for the test"), "{ready}");
+    }
+
+    #[actix_web::test]
+    async fn on_one_port_the_token_guards_the_metrics_not_the_api() {
+        let (mut rt, file) = with_admin_token();
+        let addr = rt
+            .serve_http("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
+                cfg.route("/api", web::get().to(|| async { "api" }));
+            })
+            .expect("serve");
+        assert!(get(addr, "/api", None).await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/metrics", None).await.starts_with("HTTP/1.1 401"));
+        assert!(get(addr, "/metrics", Some("s3cret-admin")).await.starts_with("HTTP/1.1 200"));
+        std::fs::remove_file(file).expect("removed");
     }
 
     #[actix_web::test]

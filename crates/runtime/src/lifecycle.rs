@@ -27,7 +27,11 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::{Error, Probe, Result, config::RuntimeArgs, http::Ops};
+use crate::{
+    Error, Probe, Result,
+    config::{RuntimeArgs, Secret},
+    http::{Exposure, Ops},
+};
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,7 @@ pub struct Runtime {
     request_timeout: Duration,
     client_timeout: Duration,
     keep_alive: Duration,
+    admin_token: Option<Secret>,
     probes: Arc<RwLock<Vec<Probe>>>,
     servers: Vec<ServerHandle>,
     tasks: JoinSet<TaskResult>,
@@ -77,6 +82,7 @@ impl Runtime {
             request_timeout: args.http_request_timeout,
             client_timeout: args.http_client_timeout,
             keep_alive: args.http_keep_alive,
+            admin_token: args.admin_token.clone(),
             probes: Arc::default(),
             servers: Vec::new(),
             tasks: JoinSet::new(),
@@ -99,9 +105,68 @@ impl Runtime {
     }
 
     /// Starts an HTTP server on `addr` with `workers` threads, serving the operational
-    /// endpoints plus the routes `routes` registers. Returns the bound address (useful
-    /// with port 0).
+    /// endpoints plus the routes `routes` registers: a service with one port (a public
+    /// API on a developer's machine). With an admin token (`ADMIN_TOKEN_FILE`), `/metrics`
+    /// and the details of `/readyz` ask for it. Returns the bound address (useful with
+    /// port 0).
     pub fn serve_http<F>(&mut self, addr: SocketAddr, workers: usize, routes: F) -> Result<SocketAddr>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        self.serve(addr, workers, routes, Exposure::Both)
+    }
+
+    /// A public API's own server: the routes `routes` registers, with `/healthz` and a
+    /// `/readyz` that says only ready or not; the operational endpoints are on the admin
+    /// server ([`Runtime::serve_admin`]).
+    pub fn serve_api<F>(&mut self, addr: SocketAddr, workers: usize, routes: F) -> Result<SocketAddr>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        self.serve(addr, workers, routes, Exposure::Api)
+    }
+
+    /// A public API's servers: on `addr` alone ([`Runtime::serve_http`]) when `admin`
+    /// is `None`, else its own server on `addr` ([`Runtime::serve_api`]) and the
+    /// operational endpoints on `admin` ([`Runtime::serve_admin`]). Returns the API's
+    /// bound address.
+    pub fn serve_public<F>(
+        &mut self,
+        addr: SocketAddr,
+        admin: Option<SocketAddr>,
+        workers: usize,
+        routes: F,
+    ) -> Result<SocketAddr>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        match admin {
+            None => self.serve_http(addr, workers, routes),
+            Some(admin) => {
+                self.serve_admin(admin, 1, |_| {})?;
+                self.serve_api(addr, workers, routes)
+            }
+        }
+    }
+
+    /// The admin server: the operational endpoints plus the routes `routes` registers
+    /// (an admin API: the processor's inventory). With an admin token
+    /// (`ADMIN_TOKEN_FILE`), every request but `/healthz` and `/readyz` asks for it, and
+    /// `/readyz` keeps its details for those that give it.
+    pub fn serve_admin<F>(&mut self, addr: SocketAddr, workers: usize, routes: F) -> Result<SocketAddr>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        self.serve(addr, workers, routes, Exposure::Admin)
+    }
+
+    fn serve<F>(
+        &mut self,
+        addr: SocketAddr,
+        workers: usize,
+        routes: F,
+        exposure: Exposure,
+    ) -> Result<SocketAddr>
     where
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
     {
@@ -114,16 +179,22 @@ impl Runtime {
             metrics,
             draining: self.draining.clone(),
             probe_deadline: Duration::from_secs(4),
+            exposure,
+            admin_token: self.admin_token.clone(),
         });
         let request_timeout = self.request_timeout;
         let server = HttpServer::new(move || {
+            let guard = ops.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(move |req, next| {
+                    crate::http::guard_admin(guard.clone(), req, next)
+                }))
                 .wrap(actix_web::middleware::from_fn(move |req, next| {
                     crate::http::enforce_deadline(request_timeout, req, next)
                 }))
                 .wrap(actix_web::middleware::from_fn(crate::http::record_request))
                 .app_data(ops.clone())
-                .configure(crate::http::ops_routes)
+                .configure(move |cfg| crate::http::ops_routes(cfg, exposure))
                 .configure(routes.clone())
         })
         .workers(workers.max(1))
@@ -138,7 +209,7 @@ impl Runtime {
         self.servers.push(server.handle());
         let name = format!("http {bound}");
         self.http_tasks.spawn(async move { (name, server.await.map_err(anyhow::Error::from)) });
-        info!(service = self.service, addr = %bound, "HTTP server listening");
+        info!(service = self.service, addr = %bound, serves = exposure.describe(), "HTTP server listening");
         Ok(bound)
     }
 

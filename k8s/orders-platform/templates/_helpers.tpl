@@ -23,6 +23,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- define "orders.env" -}}
 - name: {{ .svc.portVariable }}
   value: "0.0.0.0:{{ .svc.port }}"
+{{- if and .svc.public .svc.adminPort }}
+- name: ADMIN_ADDR
+  value: "0.0.0.0:{{ .svc.adminPort }}"
+{{- end }}
+{{- if .root.Values.adminToken.secret }}
+- name: ADMIN_TOKEN_FILE
+  value: /var/run/secrets/orders/admin-token/token
+{{- end }}
 - name: SHUTDOWN_TIMEOUT
   value: "{{ .root.Values.shutdownTimeoutSeconds }}s"
 # The pod's name: stats-aggregator's transactional id is <APPLICATION_ID>-<INSTANCE_ID>.
@@ -129,6 +137,12 @@ container; `migrate` leaves out what a migrate Job does not use (Kafka). */}}
     secretName: {{ $kafka.caSecret }}
     items: [{ key: ca.crt, path: ca.crt }]
 {{- end }}
+{{- if and (not .migrate) .root.Values.adminToken.secret }}
+- name: admin-token
+  secret:
+    secretName: {{ .root.Values.adminToken.secret }}
+    items: [{ key: token, path: token }]
+{{- end }}
 {{- if and .svc.databaseSecret .root.Values.postgres.caSecret }}
 - name: postgres-ca
   secret:
@@ -144,6 +158,9 @@ container; `migrate` leaves out what a migrate Job does not use (Kafka). */}}
 {{- end }}
 {{- if and (not .migrate) (ne $kafka.securityProtocol "plaintext") $kafka.caSecret }}
 - { name: kafka-ca, mountPath: /var/run/secrets/orders/kafka-ca, readOnly: true }
+{{- end }}
+{{- if and (not .migrate) .root.Values.adminToken.secret }}
+- { name: admin-token, mountPath: /var/run/secrets/orders/admin-token, readOnly: true }
 {{- end }}
 {{- if and .svc.databaseSecret .root.Values.postgres.caSecret }}
 - { name: postgres-ca, mountPath: /var/run/secrets/orders/postgres-ca, readOnly: true }

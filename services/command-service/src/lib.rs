@@ -45,9 +45,16 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the HTTP server: the command API plus /healthz, /readyz and /metrics.
+    /// Address of the HTTP server: the command API, plus /healthz, /readyz and /metrics
+    /// unless ADMIN_ADDR is set.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+
+    /// Address of an admin server apart from the API: /metrics and /readyz with its
+    /// details there, only /healthz and /readyz's status on HTTP_ADDR. Unset: all on
+    /// HTTP_ADDR.
+    #[arg(long, env = "ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
 
     /// Number of HTTP worker threads.
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
@@ -217,8 +224,9 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         body_limit: config.body_limit,
         limiter: RateLimiter::per_second(config.command_rate_limit, config.command_rate_burst),
     });
-    let addr = rt.serve_http(
+    let addr = rt.serve_public(
         config.http_addr,
+        config.admin_addr,
         config.http_workers,
         http::routes(state, web::Data::from(authenticator)),
     )?;

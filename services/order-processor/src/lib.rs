@@ -215,6 +215,6 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
             relay.run(token).await.context("command outbox relay")
         }
     });
-    let addr = rt.serve_http(config.admin_addr, 1, inventory::routes(pool))?;
+    let addr = rt.serve_admin(config.admin_addr, 1, inventory::routes(pool))?;
     Ok(addr)
 }

@@ -197,7 +197,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         async move { status.check() }
     }));
     rt.spawn("relay", |token| async move { relay.run(token).await.context("outbox relay") });
-    let addr = rt.serve_http(config.admin_addr, 1, orders_runtime::openapi::routes(&orders_runtime::openapi::operations_only(
+    let addr = rt.serve_admin(config.admin_addr, 1, orders_runtime::openapi::routes(&orders_runtime::openapi::operations_only(
         "outbox-relay",
         env!("CARGO_PKG_VERSION"),
         "The outbox relay's admin endpoints: it publishes the event store's outbox to Kafka, in order, and has no API of its own.",

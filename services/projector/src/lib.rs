@@ -71,9 +71,16 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address of the HTTP server: the query API plus /healthz, /readyz and /metrics.
+    /// Address of the HTTP server: the query API, plus /healthz, /readyz and /metrics
+    /// unless ADMIN_ADDR is set.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8081")]
     pub http_addr: SocketAddr,
+
+    /// Address of an admin server apart from the API: /metrics and /readyz with its
+    /// details there, only /healthz and /readyz's status on HTTP_ADDR. Unset: all on
+    /// HTTP_ADDR.
+    #[arg(long, env = "ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
 
     /// Number of HTTP worker threads.
     #[arg(long, env = "HTTP_WORKERS", default_value_t = 2)]
@@ -292,7 +299,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         move |token| authenticator.refresh_periodically(token)
     });
     let routes = http::routes(state, web::Data::from(authenticator));
-    let addr = rt.serve_http(config.http_addr, config.http_workers, routes)?;
+    let addr = rt.serve_public(config.http_addr, config.admin_addr, config.http_workers, routes)?;
     Ok(addr)
 }
 

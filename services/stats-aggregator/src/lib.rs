@@ -201,7 +201,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         };
         joined.context("the aggregator thread")?.context("the aggregator")
     });
-    let addr = rt.serve_http(config.admin_addr, 1, orders_runtime::openapi::routes(&orders_runtime::openapi::operations_only(
+    let addr = rt.serve_admin(config.admin_addr, 1, orders_runtime::openapi::routes(&orders_runtime::openapi::operations_only(
         "stats-aggregator",
         env!("CARGO_PKG_VERSION"),
         "The stats aggregator's admin endpoints: it aggregates `orders` into per-user windows on `order-stats`, exactly once, and has no API of its own.",
