@@ -13,7 +13,7 @@ TEST_THREADS ?= 8
 
 BENCH_REPORT ?= $(CURDIR)/.local/bench/report.md
 
-.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test observability-test api-test security-test images k8s-test chaos
+.PHONY: print-target-dir help toolchain up down status build run stop demo test fmt lint bench chart-test compose-test observability-test api-test security-test images k8s-test chaos fuzz
 
 help: ## list the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ api-test: up toolchain ## the services' /openapi.json validated, and Schemathesi
 
 security-test: up toolchain ## the five services secured end to end (Kafka SASL_SSL with ACLs, PostgreSQL TLS with a role each), forbidden accesses refused, no secret in the logs
 	deploy/security/test.sh
+
+fuzz: ## cargo-fuzz on the Kafka envelopes' decoders and the HTTP JSON bodies, FUZZ_SECONDS (60) each (installs nightly and cargo-fuzz on first use)
+	deploy/fuzz/run.sh
 
 compose-test: ## compose.yaml: loaded as Docker Compose does (schema, merges, dependencies), then its promises
 	deploy/compose/test.sh

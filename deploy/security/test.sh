@@ -17,7 +17,8 @@
 #      token), and the reconciliation: every order in the read model, the saga's
 #      effects and the stats windows match the event store;
 #   2. what may not be done fails: a request without a token (401), a user reading
-#      another's orders (403), a service's Kafka user writing a topic its ACLs do not
+#      another's orders (403), an admin endpoint without the operator's token (401),
+#      the API's port serving /metrics, a service's Kafka user writing a topic its ACLs do not
 #      grant (an authorization error), a service's role reading another's tables,
 #      changing the schema, reaching another service's database, or connecting without
 #      TLS;
