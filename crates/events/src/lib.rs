@@ -20,8 +20,8 @@
 //! fail.
 //!
 //! The wire format is pinned by golden-bytes tests (`tests/wire/golden.rs`);
-//! the decoders are fuzzed by the cargo-fuzz crate in `fuzz/`
-//! (`cargo +nightly fuzz run decode_envelope`, from `crates/events`).
+//! the decoders are fuzzed by the cargo-fuzz crate `crates/fuzz` (`make fuzz`:
+//! `decode_event_envelope`, `decode_command_envelope`).
 //!
 //! ```
 //! # use orders_domain::*;
