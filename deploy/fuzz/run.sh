@@ -39,7 +39,9 @@ export CARGO_TARGET_DIR=$HOME/.cache/orders-platform/fuzz-target
 
 cd "$ROOT"
 for target in "${TARGETS[@]}"; do
-  mkdir -p "$STATE/$target/corpus" "$STATE/$target/artifacts"
+  mkdir -p "$STATE/$target/corpus"
+  # This run's crashes only (an earlier run's would be taken for this one's).
+  rm -rf "$STATE/$target/artifacts" && mkdir -p "$STATE/$target/artifacts"
   log "$target for ${SECONDS_EACH}s (corpus $STATE/$target/corpus)"
   if ! cargo +nightly fuzz run --fuzz-dir crates/fuzz "$target" "$STATE/$target/corpus" -- \
     -max_total_time="$SECONDS_EACH" -artifact_prefix="$STATE/$target/artifacts/" -print_final_stats=1 \

@@ -177,7 +177,13 @@ PG_GROUP_ROLES=(orders_login orders_eventstore_writer orders_outbox_relay orders
 # orders_login (TLS and a password, see pg_hba.conf) and of the roles of what it does,
 # and may CONNECT only to its own database. Passwords: .local/secrets/postgres/<role>.
 pg_roles() {
-  local ns=$1 role sql="" vars=()
+  local ns=$1 role password
+  # The passwords go to psql on its standard input (not its command line, which any
+  # local user may read), and the server is told to log none of these statements, even
+  # failing ones.
+  local sql="SET log_statement = 'none';
+SET log_min_error_statement = panic;
+"
   declare -A members=(
     [owner]=""
     [command_service]="orders_eventstore_writer"
@@ -191,9 +197,10 @@ pg_roles() {
 "
   done
   for role in "${!members[@]}"; do
-    vars+=(-v "pw_$role=$(cat "$(secret_file postgres "${ns}_$role")")")
+    # Hex digits (secret_file): nothing to quote.
+    password=$(cat "$(secret_file postgres "${ns}_$role")")
     sql+="SELECT 'CREATE ROLE ${ns}_$role' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${ns}_$role') \\gexec
-ALTER ROLE ${ns}_$role LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'pw_$role';
+ALTER ROLE ${ns}_$role LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$password';
 GRANT orders_login${members[$role]:+, ${members[$role]}} TO ${ns}_$role;
 "
   done
@@ -208,6 +215,6 @@ GRANT CONNECT ON DATABASE ${ns}_$db TO ${ns}_owner;
 GRANT CONNECT ON DATABASE ${ns}_orders_read TO ${ns}_projector;
 GRANT CONNECT ON DATABASE ${ns}_order_processor TO ${ns}_order_processor;
 "
-  PGOPTIONS='-c client_min_messages=warning' psql_admin -v ON_ERROR_STOP=1 "${vars[@]}" <<<"$sql" >/dev/null ||
+  PGOPTIONS='-c client_min_messages=warning' psql_admin -v ON_ERROR_STOP=1 <<<"$sql" >/dev/null ||
     die "making the PostgreSQL roles of namespace $ns failed"
 }

@@ -158,7 +158,7 @@ main() {
     "$(as_role command_service orders_write 'CREATE TABLE intruder (id int)')"
   refused "the projector's role reaching the event store's database" "permission denied for database" \
     "$(as_role projector orders_write 'SELECT 1')"
-  refused "the command service's role writing the read model" "permission denied for database" \
+  refused "the command service's role reaching the read model's database" "permission denied for database" \
     "$(as_role command_service orders_read 'SELECT 1')"
   refused "a service's role without TLS" "pg_hba.conf rejects connection" \
     "$(as_role projector orders_read 'SELECT 1' disable)"

@@ -61,15 +61,9 @@ impl Endpoints {
     /// # Errors
     /// When the token file cannot be read or the client cannot be built.
     pub fn client(&self, builder: reqwest::ClientBuilder) -> anyhow::Result<reqwest::Client> {
-        use anyhow::Context as _;
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(file) = &self.token_file {
-            let token = std::fs::read_to_string(file)
-                .with_context(|| format!("reading the token file {}", file.display()))?;
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                .context("the token file holds no valid header value")?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
+            headers.insert(reqwest::header::AUTHORIZATION, bearer(file)?);
         }
         Ok(builder.default_headers(headers).build()?)
     }
@@ -98,8 +92,7 @@ impl Endpoints {
         let url = self.processor(&format!("/inventory/{sku}"));
         let mut request = http.put(&url).json(&serde_json::json!({ "available": available }));
         if let Some(file) = &self.processor_token_file {
-            let token = std::fs::read_to_string(file)?;
-            request = request.bearer_auth(token.trim());
+            request = request.header(reqwest::header::AUTHORIZATION, bearer(file)?);
         }
         let response = request.send().await?;
         if !response.status().is_success() {
@@ -145,6 +138,17 @@ impl Endpoints {
         }
         Ok(())
     }
+}
+
+/// `Bearer <the token in file>`, marked sensitive (it never shows in `Debug` output).
+fn bearer(file: &std::path::Path) -> anyhow::Result<reqwest::header::HeaderValue> {
+    use anyhow::Context as _;
+    let token =
+        orders_runtime::config::Secret::from_file(&file.to_string_lossy()).map_err(anyhow::Error::msg)?;
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .context("the token file holds no valid header value")?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// A duration such as `90s` or `2m` (humantime).

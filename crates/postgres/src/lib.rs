@@ -43,8 +43,8 @@ mod url;
 pub use error::{Failure, aborted_by_concurrency, classify, describe, server_unavailable};
 pub use migrate::{MigrateError, migrate, migrate_on};
 pub use pool::{Session, connect, pool};
-pub use tls::{Connector, SslMode, Tls};
-pub use url::{DatabaseUrl, Target};
+pub use tls::{Connector, SslMode, Tls, TlsError};
+pub use url::{DatabaseUrl, Target, read_secret_file};
 
 /// What can go wrong while building a pool or opening a connection.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::BuildError),
     /// The TLS settings name a certificate or key that cannot be read or used.
     #[error("the PostgreSQL TLS settings are unusable: {0}")]
-    Tls(openssl::error::ErrorStack),
+    Tls(#[from] TlsError),
     /// A dedicated connection could not be opened.
     #[error("connecting to PostgreSQL at {url}: {}", describe(.source))]
     Connect {

@@ -91,7 +91,7 @@ fn escape(value: &str) -> String {
 pub fn pool(url: &DatabaseUrl, max_size: usize, application_name: &str, session: &Session) -> Result<Pool> {
     let mut config = url.config.clone();
     session.apply(&mut config, application_name);
-    let tls = url.tls().connector().map_err(Error::Tls)?;
+    let tls = url.tls().connector()?;
     let manager =
         Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
@@ -108,7 +108,7 @@ pub fn pool(url: &DatabaseUrl, max_size: usize, application_name: &str, session:
 pub async fn connect(url: &DatabaseUrl, application_name: &str, session: &Session) -> Result<Client> {
     let mut config = url.config.clone();
     session.apply(&mut config, application_name);
-    let tls = url.tls().connector().map_err(Error::Tls)?;
+    let tls = url.tls().connector()?;
     let (client, connection) =
         config.connect(tls).await.map_err(|source| Error::Connect { url: url.to_string(), source })?;
     tokio::spawn(async move {

@@ -10,17 +10,23 @@
 //! | `disable` (the default here) | no | no | no |
 //! | `prefer` | when the server offers it | no | no |
 //! | `require` | yes | only when `sslrootcert` is given (as libpq) | no |
-//! | `verify-ca` | yes | yes | no |
+//! | `verify-ca` | yes | yes | only without `sslrootcert` |
 //! | `verify-full` | yes | yes | yes |
 //!
-//! The certificates are checked against `sslrootcert` when given, else against the
-//! system's CA store. `sslcert` and `sslkey` give a client certificate. Unlike libpq
+//! With `sslrootcert`, the server's certificate must chain to those CAs alone (as
+//! libpq: the system's store is not consulted). Without it, to the system's CA store;
+//! since that trusts every public CA, any of which signs certificates for anyone, the
+//! server's name is then checked even under `verify-ca` (as libpq 16 does for
+//! `sslrootcert=system`). `sslcert` and `sslkey` give a client certificate. Unlike libpq
 //! (whose default is `prefer`: encrypted, never checked), the default is `disable`: say
 //! what you mean, and in production mean `verify-full`.
 
 use std::{fmt, path::PathBuf};
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::{
+    ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode},
+    x509::{X509, store::X509StoreBuilder},
+};
 use postgres_openssl::MakeTlsConnector;
 
 /// libpq's `sslmode`, all five that apply to a client.
@@ -92,6 +98,22 @@ pub struct Tls {
     pub key: Option<PathBuf>,
 }
 
+/// Why [`Tls::connector`] could not build a connector.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate file cannot be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// OpenSSL refused a certificate or key.
+    #[error("{0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+}
+
 /// The connector [`Tls::connector`] builds: OpenSSL, for every mode (with `disable` it
 /// is never used), so that pools and connections have one type whatever the settings.
 pub type Connector = MakeTlsConnector;
@@ -122,7 +144,7 @@ impl Tls {
 
     /// The connector for these settings; fails when a certificate or key file cannot be
     /// read or used.
-    pub fn connector(&self) -> Result<Connector, openssl::error::ErrorStack> {
+    pub fn connector(&self) -> Result<Connector, TlsError> {
         let mut builder = SslConnector::builder(SslMethod::tls_client())?;
         let check_chain = match self.mode {
             SslMode::Disable | SslMode::Prefer => false,
@@ -130,7 +152,13 @@ impl Tls {
             SslMode::VerifyCa | SslMode::VerifyFull => true,
         };
         if let Some(root) = &self.root_cert {
-            builder.set_ca_file(root)?;
+            // These CAs alone: the builder starts from the system's store, replaced here.
+            let pem = std::fs::read(root).map_err(|source| TlsError::Read { path: root.clone(), source })?;
+            let mut store = X509StoreBuilder::new()?;
+            for certificate in X509::stack_from_pem(&pem)? {
+                store.add_cert(certificate)?;
+            }
+            builder.set_cert_store(store.build());
         }
         builder.set_verify(if check_chain { SslVerifyMode::PEER } else { SslVerifyMode::NONE });
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
@@ -139,7 +167,8 @@ impl Tls {
             builder.check_private_key()?;
         }
         let mut connector = MakeTlsConnector::new(builder.build());
-        let check_name = self.mode == SslMode::VerifyFull;
+        // A chain checked against the system's store must name the host too.
+        let check_name = self.mode == SslMode::VerifyFull || (check_chain && self.root_cert.is_none());
         connector.set_callback(move |config, _| {
             config.set_verify_hostname(check_name);
             Ok(())

@@ -39,7 +39,7 @@ impl DatabaseUrl {
     /// # Errors
     /// When a certificate or key file of the TLS settings cannot be read or used.
     pub fn target(&self) -> crate::Result<Target> {
-        Ok(Target { config: self.config.clone(), tls: self.tls.connector().map_err(crate::Error::Tls)? })
+        Ok(Target { config: self.config.clone(), tls: self.tls.connector()? })
     }
 
     /// The database name, when the URL names one.
@@ -75,22 +75,23 @@ impl FromStr for DatabaseUrl {
         }
         config.ssl_mode(tls.mode.negotiation());
         if let Some(path) = password_file {
-            config.password(read_password(&path)?);
+            config.password(read_secret_file(&path)?);
         }
         Ok(Self { config, tls })
     }
 }
 
-/// The password in the file at `path` (one trailing newline dropped); the error names
-/// the file, never its content.
-fn read_password(path: &str) -> Result<String, String> {
+/// The secret (a password, a token) in the file at `path`, the way Kubernetes mounts a
+/// Secret: one trailing newline dropped, empty refused; the error names the file, never
+/// its content.
+pub fn read_secret_file(path: &str) -> Result<String, String> {
     let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read the password file `{path}`: {e}"))?;
-    let password = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-    if password.is_empty() {
-        return Err(format!("the password file `{path}` is empty"));
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the secret file `{path}`: {e}"))?;
+    let secret = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(format!("the secret file `{path}` is empty"));
     }
-    Ok(password.to_string())
+    Ok(secret.to_string())
 }
 
 /// Where and how to open a dedicated connection: the settings (change them freely, for
@@ -200,7 +201,7 @@ mod tests {
         let err = "postgres://app@db/orders?password_file=/nonexistent"
             .parse::<DatabaseUrl>()
             .expect_err("missing");
-        assert!(err.starts_with("cannot read the password file `/nonexistent`"), "{err}");
+        assert!(err.starts_with("cannot read the secret file `/nonexistent`"), "{err}");
         std::fs::remove_dir_all(&dir).expect("removed");
     }
 

@@ -90,13 +90,7 @@ impl Secret {
     /// Reads the secret in `path`: a `clap` value parser for `*_FILE` settings. The
     /// error names the file, never its content.
     pub fn from_file(path: &str) -> Result<Self, String> {
-        let value = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the secret file `{path}`: {e}"))?;
-        let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
-        if value.is_empty() {
-            return Err(format!("the secret file `{path}` is empty"));
-        }
-        Ok(Self(value.to_string()))
+        orders_postgres::read_secret_file(path).map(Self)
     }
 
     /// The value, to hand to the client that needs it.

@@ -147,9 +147,11 @@ pub(crate) async fn guard_admin<B: MessageBody + 'static>(
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        // The path as the router matches it (percent-decoded): `/%6Detrics` is `/metrics`.
+        let path = req.match_info().as_str().to_string();
         if given.is_some_and(|given| same(given.trim().as_bytes(), token.expose().as_bytes())) {
             req.extensions_mut().insert(AdminCaller);
-        } else if ops.exposure.guarded(req.path()) {
+        } else if ops.exposure.guarded(&path) {
             return Err(AdminUnauthorized.into());
         }
     }
@@ -346,28 +348,29 @@ mod tests {
 
     /// Sends one raw HTTP/1.1 request and returns the whole response as text.
     async fn send(addr: SocketAddr, method: &str, path: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.expect("read");
-        String::from_utf8_lossy(&response).into_owned()
+        request(addr, method, path, None).await
     }
 
-    /// Sends one raw HTTP/1.1 GET with an optional bearer token; returns the response.
-    async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+    /// The same, with a bearer token when given.
+    async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> String {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let request =
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{authorization}Connection: close\r\n\r\n");
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{authorization}Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.expect("read");
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+        request(addr, "GET", path, token).await
+    }
+
     fn with_admin_token() -> (Runtime, std::path::PathBuf) {
-        let file = std::env::temp_dir().join(format!("admin-token-{}-{}", std::process::id(), line!()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = std::env::temp_dir().join(format!("admin-token-{}-{unique}", std::process::id()));
         std::fs::write(&file, "s3cret-admin\n").expect("token file");
         let rt = runtime(&["--admin-token-file", file.to_str().expect("utf-8")]);
         (rt, file)
@@ -433,6 +436,9 @@ mod tests {
             .expect("serve");
         assert!(get(addr, "/api", None).await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/metrics", None).await.starts_with("HTTP/1.1 401"));
+        // The router decodes the path: an encoded one is the same endpoint, as guarded.
+        let encoded = get(addr, "/%6Detrics", None).await;
+        assert!(encoded.starts_with("HTTP/1.1 401"), "{encoded}");
         assert!(get(addr, "/metrics", Some("s3cret-admin")).await.starts_with("HTTP/1.1 200"));
         std::fs::remove_file(file).expect("removed");
     }

@@ -104,7 +104,7 @@ pub struct KafkaArgs {
     /// Extra librdkafka client properties, comma-separated `key=value`, applied last
     /// (for example `ssl.endpoint.identification.algorithm=none` or `client.rack=a`).
     /// Prefer the settings above for credentials: a value here sits in the environment.
-    #[arg(long = "kafka-properties", env = "KAFKA_PROPERTIES", default_value = "")]
+    #[arg(long = "kafka-properties", env = "KAFKA_PROPERTIES", default_value = "", hide_env_values = true)]
     pub properties: KafkaProperties,
 }
 

@@ -56,7 +56,12 @@ pub fn json_depth_exceeds(body: &[u8], max: usize) -> bool {
 #[derive(Debug)]
 pub struct RateLimiter {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// When the clients back at a full burst were last forgotten.
+    pruned: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How often the limiter forgets the clients back at a full burst (a scan of them all).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl RateLimiter {
     /// A limiter of `per_second` requests per second per client (0: none), `burst` at
@@ -66,7 +71,7 @@ impl RateLimiter {
             let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
             DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        Self { limiter }
+        Self { limiter, pruned: std::sync::Mutex::new(std::time::Instant::now()) }
     }
 
     /// Counts a request of `client`; [`TooManyRequests`] (with the wait) when it is
@@ -74,8 +79,12 @@ impl RateLimiter {
     pub fn check(&self, client: &str) -> Result<(), TooManyRequests> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         // Forget the clients that have been quiet long enough to be back at a full
-        // burst: the state stays bounded by the clients of the last moments.
-        if limiter.len() > 10_000 {
+        // burst, at most every PRUNE_EVERY: the state stays bounded by the clients of the
+        // last moments, and no request pays for a scan of them all.
+        if let Ok(mut pruned) = self.pruned.try_lock()
+            && pruned.elapsed() >= PRUNE_EVERY
+        {
+            *pruned = std::time::Instant::now();
             limiter.retain_recent();
         }
         limiter.check_key(&client.to_string()).map_err(|not_until| {

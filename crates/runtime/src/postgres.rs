@@ -13,6 +13,35 @@ pub use orders_postgres::{DatabaseUrl, Failure, Session, classify, connect, desc
 
 use crate::config::parse_duration;
 
+/// The value parser of a `DatabaseUrl` setting: `value_parser = DatabaseUrlParser`,
+/// with `hide_env_values = true` so that `--help` does not print the URL either. A URL
+/// that does not parse stops the start with what is wrong with it, never the URL itself
+/// (clap's own message would repeat it, password and all).
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DatabaseUrl, clap::Error> {
+        let name = arg.map_or_else(|| "the database URL".to_string(), |a| a.get_id().to_string());
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {name} (its value is not shown: it may hold a password): {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| invalid("not UTF-8".into()))?;
+        text.parse::<DatabaseUrl>().map_err(invalid)
+    }
+}
+
 /// The server-side limits of every PostgreSQL session of a service. `0s` turns a limit off.
 #[derive(Debug, Clone, Args)]
 pub struct SessionArgs {
@@ -73,6 +102,28 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         session: SessionArgs,
+    }
+
+    #[derive(Debug, Parser)]
+    struct WithUrl {
+        #[arg(long, env = "TEST_SECRET_DATABASE_URL", value_parser = DatabaseUrlParser, hide_env_values = true)]
+        database_url: DatabaseUrl,
+    }
+
+    #[test]
+    fn a_bad_database_url_is_refused_without_repeating_it() {
+        let err = WithUrl::try_parse_from([
+            "svc",
+            "--database-url",
+            "postgres://app:s3cret@db/x?sslmode=sometimes",
+        ])
+        .expect_err("a bad sslmode");
+        let text = err.to_string();
+        assert!(text.contains("sslmode `sometimes` is not one of"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let ok =
+            WithUrl::try_parse_from(["svc", "--database-url", "postgres://app:s3cret@db/x"]).expect("valid");
+        assert_eq!(ok.database_url.to_string(), "postgres://app:***@db:5432/x");
     }
 
     #[test]

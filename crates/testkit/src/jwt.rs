@@ -144,9 +144,33 @@ impl TestIssuer {
 
     /// `claims` signed by `signer`, its header naming the signer's kid and algorithm.
     pub fn sign(&self, signer: Signer, claims: &Value) -> String {
+        self.sign_claiming(signer, signer.kid(), claims)
+    }
+
+    /// `claims` signed by `signer`, its header naming `kid` (another key's, say).
+    pub fn sign_claiming(&self, signer: Signer, kid: &str, claims: &Value) -> String {
         let mut header = Header::new(signer.algorithm());
-        header.kid = Some(signer.kid().to_string());
+        header.kid = Some(kid.to_string());
         jsonwebtoken::encode(&header, claims, &signer.key()).unwrap_or_else(|e| panic!("signing failed: {e}"))
+    }
+
+    /// The algorithm confusion: `claims` in a token that says HS256 under kid `rs-1`,
+    /// "signed" with that RSA key's public half (as published in the key set) as the
+    /// HMAC secret. A verifier that trusts the token's `alg` would accept it.
+    pub fn hs256_with_the_public_key(&self, claims: &Value) -> String {
+        let jwk = serde_json::to_vec(&Signer::Rs256.jwk()).unwrap_or_default();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(Signer::Rs256.kid().to_string());
+        let key = EncodingKey::from_secret(&jwk).unwrap_or_else(|e| panic!("no HMAC key: {e}"));
+        jsonwebtoken::encode(&header, claims, &key).unwrap_or_else(|e| panic!("signing failed: {e}"))
+    }
+
+    /// `claims` in an unsigned token (`"alg": "none"`, kid `rs-1`).
+    pub fn unsigned(&self, claims: &Value) -> String {
+        use base64::Engine as _;
+        let encode =
+            |value: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+        format!("{}.{}.", encode(&serde_json::json!({"alg": "none", "kid": "rs-1"})), encode(claims))
     }
 }
 

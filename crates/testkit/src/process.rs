@@ -50,7 +50,18 @@ pub const COMMON_VARIABLES: &[&str] = &[
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SHUTDOWN_TIMEOUT",
     "HTTP_REQUEST_TIMEOUT",
+    "HTTP_CLIENT_TIMEOUT",
+    "HTTP_KEEP_ALIVE",
+    "ADMIN_TOKEN_FILE",
     "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD_FILE",
+    "KAFKA_SSL_CA_LOCATION",
+    "KAFKA_SSL_CERTIFICATE_LOCATION",
+    "KAFKA_SSL_KEY_LOCATION",
+    "KAFKA_SSL_KEY_PASSWORD_FILE",
     "KAFKA_PROPERTIES",
 ];
 
@@ -332,7 +343,9 @@ pub async fn assert_help_lists_variables(spec: &BinarySpec) {
     let postgres = if spec.uses_postgres() { POSTGRES_VARIABLES } else { &[] };
     let vars = COMMON_VARIABLES.iter().chain(postgres).chain(spec.variables).chain(spec.topic_vars);
     for var in vars.chain([&spec.addr_var]) {
-        assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
+        // `[env: VAR=<value>]`, or `[env: VAR]` for a setting whose value may be secret.
+        let listed = help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]"));
+        assert!(listed, "--help does not list {var}:\n{help}");
     }
 }
 

@@ -75,7 +75,7 @@ pub struct Config {
     pub command_rate_burst: u32,
 
     /// PostgreSQL database of the event store, snapshots, outbox and idempotency keys.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_write")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_write", value_parser = postgres::DatabaseUrlParser, hide_env_values = true)]
     pub database_url: DatabaseUrl,
 
     /// Maximum number of PostgreSQL connections.

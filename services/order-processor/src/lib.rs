@@ -57,7 +57,7 @@ pub struct Config {
     pub admin_addr: SocketAddr,
 
     /// PostgreSQL database of the inbox, inventory and shipments.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/order_processor")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/order_processor", value_parser = postgres::DatabaseUrlParser, hide_env_values = true)]
     pub database_url: DatabaseUrl,
 
     /// Maximum number of PostgreSQL connections.

@@ -55,7 +55,7 @@ pub struct Config {
     /// PostgreSQL database holding the outbox (command-service's database). Needs a
     /// direct connection or a session-mode pooler: the shard leases are session
     /// advisory locks.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_write")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_write", value_parser = postgres::DatabaseUrlParser, hide_env_values = true)]
     pub database_url: DatabaseUrl,
 
     /// Maximum number of pooled PostgreSQL connections (reads and clears; the lease

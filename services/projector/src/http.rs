@@ -160,7 +160,7 @@ async fn order(
     let Some(min_version) = min_version else {
         return match state.queries.order(order_id).await? {
             Some(view) => answer(&principal, &view, false),
-            None => Err(absent(&state, order_id, None).await),
+            None => Err(absent(&state, &principal, order_id, None).await),
         };
     };
     let reached = |view: &Option<OrderView>| {
@@ -182,13 +182,17 @@ async fn order(
         let committed = watch.notified();
         state.waiters.read();
         let view = state.queries.order(order_id).await?;
+        if let Some(view) = &view {
+            // Another user's order: refused now, not after waiting for it.
+            principal.may_act_for(&view.user_id)?;
+        }
         let done = reached(&view);
         if done || tokio::time::Instant::now() >= deadline {
             return settle(&state, &principal, order_id, min_version, done, view).await;
         }
         if view.is_none() && not_coming(&state, order_id).await? {
             // Every partition is past its creation: not found (or its first event missing).
-            return Err(absent(&state, order_id, None).await);
+            return Err(absent(&state, &principal, order_id, None).await);
         }
         tokio::select! {
             () = committed => {}
@@ -210,7 +214,7 @@ async fn settle(
 ) -> Result<HttpResponse, QueryError> {
     match view {
         Some(view) => answer(principal, &view, !reached),
-        None => Err(absent(state, order_id, Some(min_version)).await),
+        None => Err(absent(state, principal, order_id, Some(min_version)).await),
     }
 }
 
@@ -225,11 +229,21 @@ async fn not_coming(state: &QueryState, order_id: Uuid) -> Result<bool, QueryErr
 }
 
 /// Why an order has no view: its first event is missing while later ones wait (parked),
-/// or the read model has never seen it (`min_version`: not yet).
-async fn absent(state: &QueryState, order_id: Uuid, min_version: Option<u64>) -> QueryError {
-    let parked_versions = match state.queries.parked_versions(order_id).await {
-        Ok(parked) => parked,
-        Err(e) => return e,
+/// or the read model has never seen it (`min_version`: not yet). Whose order it is is
+/// not known yet: only an administrator hears of parked events.
+async fn absent(
+    state: &QueryState,
+    principal: &Principal,
+    order_id: Uuid,
+    min_version: Option<u64>,
+) -> QueryError {
+    let parked_versions = if principal.admin {
+        match state.queries.parked_versions(order_id).await {
+            Ok(parked) => parked,
+            Err(e) => return e,
+        }
+    } else {
+        Vec::new()
     };
     if !parked_versions.is_empty() {
         return QueryError::MissingEvents { order_id, missing_version: 1, parked_versions };

@@ -51,7 +51,7 @@ use orders_runtime::{
     config::{RuntimeArgs, parse_duration},
     kafka::KafkaArgs,
     lifecycle::migrations_applied,
-    postgres::DatabaseUrl,
+    postgres::{self, DatabaseUrl},
 };
 
 use crate::{project::ReadModel, schema::PoolOptions, waiters::Waiters};
@@ -87,7 +87,7 @@ pub struct Config {
     pub http_workers: usize,
 
     /// PostgreSQL database of the read model and consumer checkpoints.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_read")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders_read", value_parser = postgres::DatabaseUrlParser, hide_env_values = true)]
     pub database_url: DatabaseUrl,
 
     /// Maximum number of PostgreSQL connections serving queries.

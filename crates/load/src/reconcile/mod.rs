@@ -41,21 +41,27 @@ pub struct ReconcileArgs {
     #[arg(
         long,
         env = "WRITE_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:15432/orders_write"
+        default_value = "postgres://postgres@127.0.0.1:15432/orders_write",
+        value_parser = orders_runtime::postgres::DatabaseUrlParser,
+        hide_env_values = true
     )]
     write_database_url: DatabaseUrl,
     /// The projector's database (read model and windows).
     #[arg(
         long,
         env = "READ_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:15432/orders_read"
+        default_value = "postgres://postgres@127.0.0.1:15432/orders_read",
+        value_parser = orders_runtime::postgres::DatabaseUrlParser,
+        hide_env_values = true
     )]
     read_database_url: DatabaseUrl,
     /// The order processor's database (stock, reservations, shipments).
     #[arg(
         long,
         env = "PROCESSOR_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:15432/order_processor"
+        default_value = "postgres://postgres@127.0.0.1:15432/order_processor",
+        value_parser = orders_runtime::postgres::DatabaseUrlParser,
+        hide_env_values = true
     )]
     processor_database_url: DatabaseUrl,
     /// Kafka's bootstrap servers.

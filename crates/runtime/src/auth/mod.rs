@@ -92,21 +92,6 @@ pub struct AuthArgs {
     pub jwks_refresh: Duration,
 }
 
-impl AuthArgs {
-    /// No authentication (tests, a developer's machine).
-    pub fn off() -> Self {
-        Self {
-            mode: Some(AuthMode::Off),
-            jwks: None,
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(30),
-            admin_scope: "orders:admin".into(),
-            jwks_refresh: Duration::from_secs(300),
-        }
-    }
-}
-
 /// Whether tokens are asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -176,9 +161,8 @@ impl ResponseError for AuthError {
         };
         let challenge = match self {
             Self::Missing => Some("Bearer".to_string()),
-            Self::Invalid(reason) => {
-                Some(format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""))
-            }
+            // The reason stays in the body: it may carry what the client sent (a kid).
+            Self::Invalid(_) => Some("Bearer error=\"invalid_token\"".to_string()),
             _ => None,
         };
         Problem::new(self.status_code(), slug, title, self.to_string()).response(|r| {
@@ -195,9 +179,27 @@ struct Claims {
     /// read: optional here, so that its absence reads as such and not as malformed JSON.
     sub: Option<String>,
     #[serde(default)]
-    scope: Option<String>,
+    scope: Option<Scopes>,
     #[serde(default)]
-    scp: Option<Vec<String>>,
+    scp: Option<Scopes>,
+}
+
+/// Scopes as providers write them: one space-separated string (OAuth's `scope`, Entra
+/// ID's `scp`) or a list (Okta's `scp`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scopes {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Scopes {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Self::Text(text) => text.split_whitespace().any(|s| s == wanted),
+            Self::List(list) => list.iter().any(|s| s == wanted),
+        }
+    }
 }
 
 /// Checks the tokens of one API (shared by its workers; see the module docs).
@@ -327,12 +329,10 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| AuthError::Invalid(explain(e.kind()).into()))?
             .claims;
-        let mut scopes = claims
-            .scope
-            .iter()
-            .flat_map(|s| s.split_whitespace())
-            .chain(claims.scp.iter().flatten().map(String::as_str));
-        let admin = scopes.any(|s| s == self.admin_scope);
+        let admin = [&claims.scope, &claims.scp]
+            .into_iter()
+            .flatten()
+            .any(|scopes| scopes.contains(&self.admin_scope));
         let subject = claims.sub.filter(|s| !s.is_empty()).ok_or_else(|| {
             AuthError::Invalid(explain(&ErrorKind::MissingRequiredClaim("sub".into())).into())
         })?;
@@ -366,5 +366,37 @@ impl FromRequest for Principal {
             let authenticator = authenticator.ok_or(AuthError::NotConfigured)?;
             authenticator.authenticate(authorization.as_deref()).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_come_as_one_string_or_as_a_list() {
+        let claims: Claims =
+            serde_json::from_str(r#"{"sub": "a", "scope": "orders:read orders:admin"}"#).expect("json");
+        assert!(claims.scope.as_ref().is_some_and(|s| s.contains("orders:admin")));
+        let claims: Claims =
+            serde_json::from_str(r#"{"sub": "a", "scp": ["orders:read", "orders:admin"]}"#).expect("json");
+        assert!(claims.scp.as_ref().is_some_and(|s| s.contains("orders:admin")));
+        let claims: Claims = serde_json::from_str(r#"{"sub": "a", "scp": "orders:admin"}"#).expect("json");
+        assert!(claims.scp.as_ref().is_some_and(|s| s.contains("orders:admin")));
+        let claims: Claims =
+            serde_json::from_str(r#"{"sub": "a", "scope": "orders:administrator"}"#).expect("json");
+        assert!(
+            !claims.scope.as_ref().is_some_and(|s| s.contains("orders:admin")),
+            "a prefix is not the scope"
+        );
+    }
+
+    #[test]
+    fn a_refusal_challenges_without_echoing_the_token() {
+        let response = AuthError::Invalid("the token's key \"x\r\n is not known".into()).error_response();
+        let challenge =
+            response.headers().get("WWW-Authenticate").and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(challenge.as_deref(), Some("Bearer error=\"invalid_token\""));
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -80,6 +80,9 @@ async fn a_request_without_a_valid_token_is_refused_with_a_challenge() {
     stranger["iss"] = "https://stranger.test/".into();
     let mut nobody = issuer.claims("alice", &[]);
     nobody.as_object_mut().unwrap().remove("sub");
+    let mut forever = issuer.claims("alice", &[]);
+    forever.as_object_mut().unwrap().remove("exp");
+    let valid = issuer.claims("alice", &[]);
     let cases = [
         (issuer.sign(Signer::Rs256, &expired), "the token has expired"),
         (issuer.sign(Signer::Rs256, &future), "the token is not valid yet"),
@@ -88,6 +91,11 @@ async fn a_request_without_a_valid_token_is_refused_with_a_challenge() {
         (issuer.sign(Signer::Rs256, &nobody), "the token lacks a required claim"),
         (issuer.sign(Signer::Forged, &issuer.claims("alice", &[])), "the token's signature does not verify"),
         (issuer.sign(Signer::Rotated, &issuer.claims("alice", &[])), "the token's key rs-2 is not known"),
+        (issuer.sign(Signer::Rs256, &forever), "the token lacks a required claim"),
+        // The algorithm is the key's, whatever the token says.
+        (issuer.sign_claiming(Signer::Es256, "rs-1", &valid), "the token's algorithm is not its key's"),
+        (issuer.hs256_with_the_public_key(&valid), "the token's algorithm is not its key's"),
+        (issuer.unsigned(&valid), "the token is malformed"),
         ("not.a.token".to_string(), "the token is malformed"),
     ];
     for (token, reason) in cases {

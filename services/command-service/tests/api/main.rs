@@ -9,3 +9,4 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod problems;
+mod secrets;
