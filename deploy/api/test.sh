@@ -36,9 +36,8 @@ die() {
 # shellcheck source=deploy/local/namespace-services.sh
 . "$ROOT/deploy/local/namespace-services.sh"
 
-PIDS=()
 cleanup() {
-  namespace_stop "${PIDS[@]}"
+  namespace_stop "${NAMESPACE_PIDS[@]}"
   "$ROOT/deploy/local/infra.sh" namespace delete "$NS" >/dev/null 2>&1 || true
 }
 
@@ -69,17 +68,10 @@ main() {
   (cd "$ROOT" && CARGO_TARGET_DIR=$("$ROOT/deploy/local/target-dir.sh") ${CARGO:-cargo} build --workspace --bins --locked --quiet)
   "$ROOT/deploy/local/infra.sh" namespace create "$NS" >/dev/null
   trap cleanup EXIT
+  namespace_start_all "$NS" "$STATE" "$BIN" "${SERVICES[@]}" || die "the services did not all become ready"
   local entry name port
   for entry in "${SERVICES[@]}"; do
     name=${entry%%:*} port=${entry##*:}
-    log "starting $name on 127.0.0.1:$port (log: $STATE/$name.log)"
-    namespace_start "$NS" "$name" "$port" "$STATE/$name.log" "$BIN"
-    PIDS+=("$NAMESPACE_PID")
-  done
-  for entry in "${SERVICES[@]}"; do
-    name=${entry%%:*} port=${entry##*:}
-    namespace_ready "$port" 180 ||
-      die "$name is not ready after 180 s: $(curl -s --max-time 5 "http://127.0.0.1:$port/readyz"); see $STATE/$name.log"
     curl -sf --max-time 10 "http://127.0.0.1:$port/openapi.json" -o "$STATE/docs/$name.json" ||
       die "$name does not serve /openapi.json"
   done

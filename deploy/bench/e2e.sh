@@ -28,9 +28,8 @@ die() {
   exit 1
 }
 
-PIDS=()
 cleanup() {
-  namespace_stop "${PIDS[@]}"
+  namespace_stop "${NAMESPACE_PIDS[@]}"
   "$ROOT/deploy/local/infra.sh" namespace delete "$NS" >/dev/null 2>&1 || true
 }
 
@@ -40,16 +39,12 @@ main() {
   (cd "$ROOT" && CARGO_TARGET_DIR=$("$ROOT/deploy/local/target-dir.sh") ${CARGO:-cargo} build --release --workspace --bins --locked --quiet)
   "$ROOT/deploy/local/infra.sh" namespace create "$NS" >"$STATE/infra.log"
   trap cleanup EXIT
-  local entry name port metrics=()
+  local entry metrics=()
   for entry in "${SERVICES[@]}"; do
-    name=${entry%%:*} port=${entry##*:}
-    namespace_start "$NS" "$name" "$port" "$STATE/$name.log" "$BIN"
-    PIDS+=("$NAMESPACE_PID")
-    metrics+=(--metrics "$name=http://127.0.0.1:$port/metrics")
+    metrics+=(--metrics "${entry%%:*}=http://127.0.0.1:${entry##*:}/metrics")
   done
-  for entry in "${SERVICES[@]}"; do
-    namespace_ready "${entry##*:}" 180 || die "${entry%%:*} is not ready after 180 s; see $STATE/${entry%%:*}.log"
-  done
+  namespace_start_all "$NS" "$STATE" "$BIN" "${SERVICES[@]}" >>"$STATE/infra.log" ||
+    die "the services did not all become ready"
   log "$RATE orders/s for $SECONDS_ s (open loop), the five services of the release build"
   local rc=0 load_rc=0
   env COMMANDS_URL=http://127.0.0.1:30080 QUERIES_URL=http://127.0.0.1:30081 PROCESSOR_URL=http://127.0.0.1:30083 \

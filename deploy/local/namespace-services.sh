@@ -96,6 +96,30 @@ namespace_start() {
   NAMESPACE_PID=$!
 }
 
+# namespace_start_all NS STATE BIN NAME:PORT...
+#   starts each service of namespace NS (namespace_start; its log STATE/NAME.log), its
+#   pid appended to NAMESPACE_PIDS, then waits until each answers /readyz (180 s each);
+#   fails, saying which service and what its /readyz answered, when one does not.
+NAMESPACE_PIDS=()
+namespace_start_all() {
+  local ns=$1 state=$2 bin=$3 entry name port
+  shift 3
+  for entry in "$@"; do
+    name=${entry%%:*} port=${entry##*:}
+    printf '[namespace %s] starting %s on 127.0.0.1:%s (log: %s)\n' "$ns" "$name" "$port" "$state/$name.log"
+    namespace_start "$ns" "$name" "$port" "$state/$name.log" "$bin"
+    NAMESPACE_PIDS+=("$NAMESPACE_PID")
+  done
+  for entry in "$@"; do
+    name=${entry%%:*} port=${entry##*:}
+    if ! namespace_ready "$port" 180; then
+      printf '%s is not ready after 180 s: %s; see %s\n' "$name" \
+        "$(curl -s --max-time 5 "http://127.0.0.1:$port/readyz")" "$state/$name.log" >&2
+      return 1
+    fi
+  done
+}
+
 # namespace_stop PID...: SIGTERM each, SIGKILL what still runs 20 s later.
 namespace_stop() {
   local pid

@@ -44,9 +44,8 @@ die() {
 # shellcheck source=deploy/local/namespace-services.sh
 . "$ROOT/deploy/local/namespace-services.sh"
 
-PIDS=()
 cleanup() {
-  namespace_stop "${PIDS[@]}"
+  namespace_stop "${NAMESPACE_PIDS[@]}"
   "$ROOT/deploy/local/infra.sh" namespace delete "$NS" >/dev/null 2>&1 || true
 }
 
@@ -92,19 +91,10 @@ main() {
     >"$STATE/admin.token" && "$BIN/orders-load" token --key "$STATE/signing.pem" --subject mallory >"$STATE/user.token" &&
     openssl rand -hex 32 >"$STATE/operator.token")
 
-  local entry name port
-  for entry in "${SERVICES[@]}"; do
-    name=${entry%%:*} port=${entry##*:}
-    log "starting $name secured on 127.0.0.1:$port (log: $STATE/$name.log)"
-    NAMESPACE_SECURE=1 NAMESPACE_JWKS=$STATE/jwks.json NAMESPACE_ADMIN_OFFSET=10 \
-      NAMESPACE_ADMIN_TOKEN_FILE=$STATE/operator.token namespace_start "$NS" "$name" "$port" "$STATE/$name.log" "$BIN"
-    PIDS+=("$NAMESPACE_PID")
-  done
-  for entry in "${SERVICES[@]}"; do
-    name=${entry%%:*} port=${entry##*:}
-    namespace_ready "$port" 180 ||
-      die "$name is not ready after 180 s: $(curl -s --max-time 5 "http://127.0.0.1:$port/readyz"); see $STATE/$name.log"
-  done
+  log "starting the five services secured"
+  NAMESPACE_SECURE=1 NAMESPACE_JWKS=$STATE/jwks.json NAMESPACE_ADMIN_OFFSET=10 \
+    NAMESPACE_ADMIN_TOKEN_FILE=$STATE/operator.token namespace_start_all "$NS" "$STATE" "$BIN" "${SERVICES[@]}" ||
+    die "the services did not all become ready"
 
   log "driving 200 orders through the secured services"
   # shellcheck disable=SC2046 # namespace_urls prints NAME=value words
@@ -167,8 +157,8 @@ main() {
 
   # Least privilege, but enough: no service was refused anything it does, up to its
   # shutdown (a missing ACL or grant shows in its log even where it copes).
-  namespace_stop "${PIDS[@]}"
-  PIDS=()
+  namespace_stop "${NAMESPACE_PIDS[@]}"
+  NAMESPACE_PIDS=()
   local refused_log
   refused_log=$(grep -lE 'AuthorizationFailed|Authorization failed|permission denied|SQLSTATE 42501' \
     "$STATE"/{command-service,projector,outbox-relay,order-processor,stats-aggregator}.log || true)

@@ -187,12 +187,9 @@ mod tests {
 
     #[test]
     fn the_password_comes_from_its_file() {
-        let dir = std::env::temp_dir().join(format!("database-url-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("password");
-        std::fs::write(&file, "from-file\n").expect("written");
+        let file = orders_testkit::SecretFile::new("from-file\n");
         let url: DatabaseUrl =
-            format!("postgres://app@db:5432/orders?password_file={}&sslmode=require", file.display())
+            format!("postgres://app@db:5432/orders?password_file={}&sslmode=require", file.path())
                 .parse()
                 .expect("valid url");
         assert_eq!(url.config().get_password(), Some(&b"from-file"[..]));
@@ -202,7 +199,6 @@ mod tests {
             .parse::<DatabaseUrl>()
             .expect_err("missing");
         assert!(err.starts_with("cannot read the secret file `/nonexistent`"), "{err}");
-        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]

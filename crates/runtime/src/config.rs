@@ -146,20 +146,16 @@ mod tests {
 
     #[test]
     fn a_secret_comes_from_its_file_and_never_shows() {
-        let dir = std::env::temp_dir().join(format!("secret-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("password");
-        std::fs::write(&file, "hunter2\n").expect("written");
-        let path = file.to_str().expect("utf-8");
+        let file = orders_testkit::SecretFile::new("hunter2\n");
+        let path = file.path();
         let secret = Secret::from_file(path).expect("read");
         assert_eq!(secret.expose(), "hunter2");
         assert_eq!(format!("{secret:?}"), "Secret(***)");
 
-        std::fs::write(&file, "\n").expect("written");
+        file.write("\n");
         assert_eq!(Secret::from_file(path).expect_err("empty"), format!("the secret file `{path}` is empty"));
         let missing = Secret::from_file("/nonexistent/secret").expect_err("missing");
         assert!(missing.starts_with("cannot read the secret file `/nonexistent/secret`"), "{missing}");
-        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]

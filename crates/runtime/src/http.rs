@@ -367,12 +367,9 @@ mod tests {
         request(addr, "GET", path, token).await
     }
 
-    fn with_admin_token() -> (Runtime, std::path::PathBuf) {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let file = std::env::temp_dir().join(format!("admin-token-{}-{unique}", std::process::id()));
-        std::fs::write(&file, "s3cret-admin\n").expect("token file");
-        let rt = runtime(&["--admin-token-file", file.to_str().expect("utf-8")]);
+    fn with_admin_token() -> (Runtime, orders_testkit::SecretFile) {
+        let file = orders_testkit::SecretFile::new("s3cret-admin\n");
+        let rt = runtime(&["--admin-token-file", file.path()]);
         (rt, file)
     }
 
@@ -382,7 +379,7 @@ mod tests {
 
     #[actix_web::test]
     async fn the_admin_port_asks_for_its_token_but_of_the_probes() {
-        let (mut rt, file) = with_admin_token();
+        let (mut rt, _token_file) = with_admin_token();
         failing_probe(&mut rt);
         let addr = rt
             .serve_admin("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
@@ -408,7 +405,6 @@ mod tests {
         );
         let admin = get(addr, "/readyz", Some("s3cret-admin")).await;
         assert!(admin.contains("down for the test"), "{admin}");
-        std::fs::remove_file(file).expect("removed");
     }
 
     #[actix_web::test]
@@ -428,7 +424,7 @@ mod tests {
 
     #[actix_web::test]
     async fn on_one_port_the_token_guards_the_metrics_not_the_api() {
-        let (mut rt, file) = with_admin_token();
+        let (mut rt, _token_file) = with_admin_token();
         let addr = rt
             .serve_http("127.0.0.1:0".parse().expect("addr"), 1, |cfg| {
                 cfg.route("/api", web::get().to(|| async { "api" }));
@@ -440,7 +436,6 @@ mod tests {
         let encoded = get(addr, "/%6Detrics", None).await;
         assert!(encoded.starts_with("HTTP/1.1 401"), "{encoded}");
         assert!(get(addr, "/metrics", Some("s3cret-admin")).await.starts_with("HTTP/1.1 200"));
-        std::fs::remove_file(file).expect("removed");
     }
 
     #[actix_web::test]

@@ -310,15 +310,12 @@ mod tests {
 
     #[test]
     fn sasl_ssl_sets_the_mechanism_credentials_and_ca() {
-        let dir = std::env::temp_dir().join(format!("kafka-args-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let password = dir.join("password");
-        std::fs::write(&password, "s3cret\n").expect("written");
+        let password = orders_testkit::SecretFile::new("s3cret\n");
         let args = parse(&[
             "--kafka-security-protocol=SASL_SSL",
             "--kafka-sasl-mechanism=scram-sha-256",
             "--kafka-sasl-username=projector",
-            &format!("--kafka-sasl-password-file={}", password.display()),
+            &format!("--kafka-sasl-password-file={}", password.path()),
             "--kafka-ssl-ca-location=/etc/ca.pem",
         ])
         .expect("valid");
@@ -331,7 +328,6 @@ mod tests {
         // Neither the arguments nor the client configuration show the password.
         assert!(!format!("{args:?}").contains("s3cret"), "{args:?}");
         assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
-        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]

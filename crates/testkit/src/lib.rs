@@ -34,6 +34,39 @@ pub mod proxy;
 pub mod secured;
 pub mod sequence;
 
+/// A file holding a secret (a password, a token), as a mounted Kubernetes Secret looks to
+/// a service under test; deleted when dropped.
+#[derive(Debug)]
+pub struct SecretFile {
+    path: std::path::PathBuf,
+}
+
+impl SecretFile {
+    /// A new file holding `content`.
+    pub fn new(content: &str) -> Self {
+        let file = Self { path: std::env::temp_dir().join(format!("orders-secret-{}", unique_suffix())) };
+        file.write(content);
+        file
+    }
+
+    /// Replaces its content.
+    pub fn write(&self, content: &str) {
+        std::fs::write(&self.path, content)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", self.path.display()));
+    }
+
+    /// Its path, as text (a setting's value).
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap_or_else(|| panic!("the temporary directory's path is not UTF-8"))
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A short unique suffix for names of databases, topics and groups.
 pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
