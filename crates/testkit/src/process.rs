@@ -152,11 +152,23 @@ pub struct ServiceProcess {
     http: reqwest::Client,
 }
 
-/// A free port on the loopback interface (free when this returns).
+/// A free port on the loopback interface (free when this returns), never one this
+/// process handed out before: the kernel may give the same free port to two binds in a
+/// row, and two services of one test started together then raced for it (the loser
+/// exited, and its test talked to the winner: seen in a fresh-clone CI run, where the
+/// order processor's crash test found no outbox table in its database).
 pub fn free_addr() -> SocketAddr {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind a free port: {e}"));
-    listener.local_addr().unwrap_or_else(|e| panic!("no local address: {e}"))
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("cannot bind a free port: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("no local address: {e}"));
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 impl ServiceProcess {
@@ -427,4 +439,18 @@ pub async fn assert_rejects_bad_value(spec: &BinarySpec, var: &str, value: &str)
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(var) && stderr.contains(value), "the error must name {var}: {stderr}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_addresses_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..500).map(|_| free_addr().port()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    }
 }
