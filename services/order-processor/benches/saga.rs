@@ -12,13 +12,15 @@
 //!    per event: one transaction inserting the event's inbox row, over as many
 //!    connections as the processor's pool (8), the events' ids from memory.
 //! 3. **Saga**: the processor's consumer (its default settings: concurrency 64) with
-//!    the saga's router, on a fresh database, reads the same events: per event one
-//!    transaction with the inbox row, the reservation, shipment or stock change, the
-//!    outcome and the outbox row of a command (`ShipOrder` per paid order). The
-//!    outbox is not relayed here (that is the relay's benchmark). Timed from the first
-//!    to the last inbox row's commit time.
+//!    the saga's router, on a fresh database, reads the same events: per event the
+//!    inbox row, the reservation, shipment or stock change, the outcome and the outbox
+//!    row of a command (`ShipOrder` per paid order). The outbox is not relayed here
+//!    (that is the relay's benchmark). Timed from the first to the last inbox row's
+//!    transaction. Twice: a transaction per event (8 at once, the pool's size: the
+//!    saga before group commit), then the saga's default [`Batching`] (2 committers,
+//!    up to 64 events per transaction).
 //!
-//! `BENCH_ROUNDS` (3) rounds, the three in that order in each; the medians and the spread are
+//! `BENCH_ROUNDS` (3) rounds, the four in that order in each; the medians and the spread are
 //! reported. A markdown table is printed and appended to `$BENCH_REPORT` when set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::join_all;
-use order_processor::saga::Saga;
+use order_processor::saga::{Batching, Saga};
 use orders_consumer::{Consumer, Settings, Store};
 use orders_domain::{
     Currency, LineItem, OrderEvent, OrderEventPayload, OrderId, PaymentId, ShipmentId, Sku, TrackingNumber,
@@ -49,6 +51,9 @@ use uuid::Uuid;
 
 const PARTITIONS: i32 = 12;
 const SKUS: usize = 20;
+/// The saga before group commit: a transaction per event, as many at once as the
+/// processor's pool has connections.
+const PER_EVENT: Batching = Batching { committers: 8, max_batch: 1 };
 
 fn sku(i: usize) -> String {
     format!("SKU-{:02}", i % SKUS)
@@ -153,9 +158,14 @@ async fn raw_postgres(events: usize) -> f64 {
     events as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The saga over `events` records of `topic` on a fresh database: events/s, first to
-/// last inbox commit.
-async fn saga(kafka: &TestKafka, topic: &str, dlq: &str, commands: &str, events: usize) -> f64 {
+/// The saga, its steps grouped as `batching` says, over `events` records of `topic` on a
+/// fresh database: events/s, first to last inbox transaction.
+async fn saga(
+    kafka: &TestKafka,
+    (topic, dlq, commands): (&str, &str, &str),
+    events: usize,
+    batching: Batching,
+) -> f64 {
     let db = TestDatabase::create().await;
     let name = kafka.name(&format!("saga-{}", orders_testkit::unique_suffix()));
     order_processor::migrate(db.pool(), &name).await.expect("migrate");
@@ -167,7 +177,7 @@ async fn saga(kafka: &TestKafka, topic: &str, dlq: &str, commands: &str, events:
             .expect("stock");
     }
     let settings = Settings::new(&name, &[topic], kafka.client_config(), dlq);
-    let router = Saga::new(db.pool().clone(), &name, commands).router();
+    let router = Saga::with_batching(db.pool().clone(), &name, commands, batching).router();
     let consumer = Consumer::new(settings, Store::new(db.pool().clone(), &name), router).expect("consumer");
     let token = CancellationToken::new();
     let running = tokio::spawn(consumer.run(token.clone()));
@@ -223,13 +233,19 @@ async fn main() {
 
     let (mut raw, mut inbox, mut handled) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut inbox_ratios) = (Vec::new(), Vec::new());
+    let (mut single, mut single_ratios) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         let raw_rate = raw_consume(&kafka, &topic, events).await;
         let inbox_rate = raw_postgres(events).await;
-        let saga_rate = saga(&kafka, &topic, &dlq, &commands, events).await;
+        let topics = (topic.as_str(), dlq.as_str(), commands.as_str());
+        let single_rate = saga(&kafka, topics, events, PER_EVENT).await;
+        let saga_rate = saga(&kafka, topics, events, Batching::default()).await;
         eprintln!(
-            "round {round}: raw consume {raw_rate:.0} events/s, raw PostgreSQL {inbox_rate:.0}, saga {saga_rate:.0}"
+            "round {round}: raw consume {raw_rate:.0} events/s, raw PostgreSQL {inbox_rate:.0}, \
+             saga with a transaction per event {single_rate:.0}, saga {saga_rate:.0}"
         );
+        single.push(single_rate);
+        single_ratios.push(saga_rate / single_rate);
         raw.push(raw_rate);
         inbox.push(inbox_rate);
         handled.push(saga_rate);
@@ -239,14 +255,17 @@ async fn main() {
     let table = format!(
         "## order-processor: the saga\n\n\
          {events} events ({orders} orders created, paid and shipped; 1-3 lines over {SKUS} tracked SKUs) \
-         on {PARTITIONS} partitions. Saga: the processor's consumer at concurrency 64, one transaction per \
-         event (inbox, effect, outcome, outbox row), not relayed. Raw PostgreSQL: one transaction per \
+         on {PARTITIONS} partitions. Saga: the processor's consumer at concurrency 64, per event the inbox \
+         row, the effect, the outcome and the outbox row (not relayed); its steps grouped into \
+         transactions by 2 committers (up to 64 steps each), or one transaction per event (8 at once) \
+         as before group commit. Raw PostgreSQL: one transaction per \
          event inserting its inbox row, 8 connections. Medians of {rounds} rounds (spread in brackets); \
          ratios are the medians of the rounds' ratios.\n\n\
          | measure | events/s | saga / this |\n\
          |---|---|---|\n\
          | raw rdkafka consume | {:.0} ({}) | {:.4} |\n\
          | raw PostgreSQL, a transaction per event with its inbox row | {:.0} ({}) | {:.2} |\n\
+         | saga, a transaction per event | {:.0} ({}) | {:.2} |\n\
          | saga | {:.0} ({}) | |\n\n",
         median(&raw),
         spread(&raw),
@@ -254,6 +273,9 @@ async fn main() {
         median(&inbox),
         spread(&inbox),
         median(&inbox_ratios),
+        median(&single),
+        spread(&single),
+        median(&single_ratios),
         median(&handled),
         spread(&handled),
     );

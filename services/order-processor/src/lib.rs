@@ -3,7 +3,7 @@
 //! the `orders-consumer` crate: key-ordered parallel handling, retries, dead letters
 //! that hold back the later events of their order, an inbox for effects once.
 //!
-//! - [`saga`]: what each event does, in one transaction with its inbox row and the
+//! - [`saga`]: what each event does, in a transaction with its inbox row and the
 //!   outbox rows of its commands;
 //! - [`inventory`]: the stock of tracked SKUs and its admin API;
 //! - [`build`]: migrations, the consumer, the in-process outbox relay to
@@ -24,7 +24,7 @@ pub mod saga;
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
-use saga::Saga;
+use saga::{Batching, Saga};
 
 use clap::Parser;
 use deadpool_postgres::Pool;
@@ -89,6 +89,15 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub consumer_concurrency: u16,
 
+    /// Saga transactions in flight at once (each on a pooled connection); events
+    /// waiting meanwhile are applied together in the next one.
+    #[arg(long, env = "SAGA_COMMITTERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub saga_committers: u16,
+
+    /// Most events applied in one saga transaction (1: a transaction per event).
+    #[arg(long, env = "SAGA_MAX_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub saga_max_batch: u16,
+
     /// Attempts of an event whose handling fails for a transient reason, before it is
     /// dead-lettered.
     #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
@@ -115,6 +124,14 @@ pub struct Config {
 orders_runtime::service_config!(Config, SERVICE);
 
 impl Config {
+    /// How the saga groups its steps into transactions.
+    pub fn batching(&self) -> Batching {
+        Batching {
+            committers: usize::from(self.saga_committers),
+            max_batch: usize::from(self.saga_max_batch),
+        }
+    }
+
     /// The consumer's settings.
     pub fn consumer_settings(&self) -> Settings {
         Settings {
@@ -168,7 +185,8 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         }
     });
 
-    let saga = Saga::new(pool.clone(), &config.consumer_group, &config.commands_topic);
+    let saga =
+        Saga::with_batching(pool.clone(), &config.consumer_group, &config.commands_topic, config.batching());
     let consumer = Consumer::new(
         config.consumer_settings(),
         Store::new(pool.clone(), &config.consumer_group),

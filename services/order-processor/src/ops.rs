@@ -129,7 +129,9 @@ async fn execute(config: &Config, command: &Command) -> anyhow::Result<ExitCode>
         .context("create the database pool")?;
     let mut out = std::io::stdout().lock();
     let store = Store::new(pool.clone(), &config.consumer_group);
-    let saga = Saga::new(pool.clone(), &config.consumer_group, &config.commands_topic).router();
+    let saga =
+        Saga::with_batching(pool.clone(), &config.consumer_group, &config.commands_topic, config.batching())
+            .router();
     let retry = config.consumer_settings().retry;
     match command {
         Command::Migrate => {

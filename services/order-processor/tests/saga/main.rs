@@ -19,6 +19,7 @@ use orders_testkit::{kafka::TestKafka, postgres::TestDatabase};
 use rdkafka::{
     Message as _,
     consumer::StreamConsumer,
+    message::Headers as _,
     producer::{FutureProducer, FutureRecord},
 };
 use serde_json::{Value, json};
@@ -384,4 +385,86 @@ async fn migrate_applies_the_schema_then_exits() {
     assert!(ok && out.contains(r#""sku":"SKU-M""#), "the inventory is usable: {out}");
     let (ok, out) = cli(&db, "processor", &["dlq", "list"]);
     assert!(ok && out.contains("no dead letters"), "the consumer's tables are there: {out}");
+}
+
+/// Steps waiting for a committer share its next transaction, and a step that fails
+/// does not take its group down: the group is applied again one step at a time, so
+/// every other event takes effect once and only the failing one is dead-lettered,
+/// with its own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_steps_share_a_transaction_and_a_failing_one_fails_alone() {
+    const ORDERS: usize = 40;
+    let world = World::start().await;
+    world.set_stock("SKU-G", 1000).await;
+    let orders: Vec<OrderId> = (0..ORDERS).map(|_| new_order()).collect();
+    let refused = orders[ORDERS / 2];
+    let client = orders_testkit::postgres::connect(world.db.url()).await;
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION refuse_order() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.order_id = '{refused}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_order BEFORE INSERT ON saga_outcomes
+                 FOR EACH ROW EXECUTE FUNCTION refuse_order();"
+        ))
+        .await
+        .expect("the refusing trigger");
+
+    // The stock row held: the committers' first steps wait for it, the others queue.
+    let mut holder = orders_testkit::postgres::connect(world.db.url()).await;
+    let hold = holder.transaction().await.expect("begin");
+    hold.execute("SELECT 1 FROM inventory WHERE sku = 'SKU-G' FOR UPDATE", &[]).await.expect("lock");
+    let events: Vec<_> = orders.iter().map(|order| created(*order, &[("SKU-G", 1)])).collect();
+    futures::future::join_all(events.iter().map(|(meta, event)| world.send(meta, event))).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("waiting backends")
+            .get(0);
+        if waiting >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the committers never waited for the stock row");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hold.commit().await.expect("release the stock row");
+
+    let letter =
+        tokio::time::timeout(DEADLINE, world.dlq.recv()).await.expect("a dead letter").expect("receive");
+    assert_eq!(letter.key(), Some(refused.to_string().as_bytes()));
+    let reason = letter
+        .headers()
+        .and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == orders_consumer::dead_letter::header::REASON)
+                .and_then(|h| h.value)
+        })
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+        .unwrap_or_default();
+    assert!(reason.contains("refused by the test"), "the dead letter's reason: {reason}");
+    let applied = ORDERS as i64 - 1;
+    world.wait_stock("SKU-G", (1000 - applied, applied, 0)).await;
+    let row = client
+        .query_one("SELECT count(*), count(DISTINCT handled_at) FROM consumer_inbox", &[])
+        .await
+        .expect("the inbox");
+    let (claimed, transactions): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(claimed, applied, "every other event claimed once; the refused one not at all");
+    assert!(transactions < applied, "{claimed} events in {transactions} transactions: none shared one");
+    let reserved: i64 = client
+        .query_one("SELECT count(*) FROM reservations WHERE sku = 'SKU-G'", &[])
+        .await
+        .expect("reservations")
+        .get(0);
+    assert_eq!(reserved, applied, "a reservation per applied order");
+    world.stop().await;
 }
