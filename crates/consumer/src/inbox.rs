@@ -7,7 +7,12 @@
 //! nothing new and return `Ok`). Both commit or neither does, so an effect is never
 //! applied twice and never lost.
 //!
+//! A handler that applies the effects of several records in one transaction claims
+//! their ids at once with [`claim_all`].
+//!
 //! The table is `consumer_inbox`, created by [`crate::Store::migrate`].
+
+use std::collections::HashSet;
 
 use deadpool_postgres::GenericClient;
 
@@ -18,4 +23,16 @@ use crate::Result;
 pub async fn claim(client: &impl GenericClient, consumer: &str, id: &str) -> Result<bool> {
     let statement = client.prepare_cached(include_str!("sql/inbox_claim.sql")).await?;
     Ok(client.execute(&statement, &[&consumer, &id]).await? == 1)
+}
+
+/// Claims every id of `ids` for `consumer` inside the caller's transaction, with one
+/// statement; answers the ids claimed now (first time: apply their effects). An id
+/// given twice is claimed once: apply its effect once.
+pub async fn claim_all(client: &impl GenericClient, consumer: &str, ids: &[&str]) -> Result<HashSet<String>> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let statement = client.prepare_cached(include_str!("sql/inbox_claim_all.sql")).await?;
+    let rows = client.query(&statement, &[&consumer, &ids]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }

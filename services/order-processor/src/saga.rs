@@ -13,32 +13,40 @@
 //! **Steps share transactions** ([`Batching`]). The consumer hands the saga up to its
 //! concurrency of events of different orders at once; they queue for a few committers,
 //! and a free committer takes every step waiting (up to [`Batching::max_batch`]) and
-//! applies them one after the other in one transaction: one commit (one WAL flush)
-//! for all, and the hot stock rows locked once per group instead of once per event.
-//! Nothing waits on purpose: a lone event is applied at once. A group first locks
-//! every stock row its steps may change, in SKU order, so two groups never deadlock.
+//! applies them together in one transaction: it reads and locks what they decide on in
+//! one round trip (their inbox claims, the stock rows they may change in SKU order, so
+//! two groups never deadlock, and their orders' reservations), decides each step in
+//! memory in the group's order ([`plan`]), and writes the group's rows with one
+//! set-based statement per table and one commit (one WAL flush) for all. Nothing waits
+//! on purpose: a lone event is applied at once. Two events of one order never share a
+//! group (the later waits for the next).
+//!
 //! Each step keeps its own outcome: when a step of a group fails, nothing of the group
-//! is kept, that step is applied again alone and the others again as a group (when the
-//! commit fails, each alone), so only a step's own failure is ever returned for it
-//! (and retried or dead-lettered by the consumer). An event is acknowledged only after
-//! its group committed.
+//! is kept and that step is applied alone; when the group's statements fail, the group
+//! is split in halves tried again, down to single steps; when the database is
+//! unavailable, every step is answered so. Only a step's own failure is ever returned
+//! for it (and retried or dead-lettered by the consumer), and an event is
+//! acknowledged only after its group committed.
 //!
 //! Each step is counted in [`OUTCOMES`] once it committed.
 
+mod plan;
+
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeSet, HashSet, VecDeque},
+    panic::AssertUnwindSafe,
     sync::Arc,
 };
 
 use deadpool_postgres::{Pool, Transaction};
+use futures::{FutureExt as _, TryFutureExt as _};
 use orders_consumer::{Decoded, Failure, Record, Router};
-use orders_domain::{
-    CancelOrder, CancelReason, OrderEvent, OrderEventPayload, ShipOrder, ShipmentId, TrackingNumber,
-};
+use orders_domain::{OrderEvent, OrderEventPayload, OrderId};
 use orders_events::{CommandMessage, CommandMetadata, EventMetadata, OrderCommand};
 use orders_outbox::OutboxMessage;
+use plan::{State, Step, Writes};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::Instrument as _;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 /// A decoded order event.
@@ -52,18 +60,6 @@ pub const OUTCOMES: &str = "saga_outcomes_total";
 /// `saga_batch_steps`: the steps applied in each transaction (1 when there is no
 /// queue).
 pub const BATCH_STEPS: &str = "saga_batch_steps";
-
-/// What one event made the saga do: the commands to send, and the outcome to count
-/// (none for an order that is not this warehouse's).
-#[derive(Debug)]
-struct Step {
-    commands: Vec<OrderCommand>,
-    outcome: Option<&'static str>,
-}
-
-impl Step {
-    const NONE: Self = Self { commands: Vec::new(), outcome: None };
-}
 
 /// How the saga groups steps into transactions; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +126,13 @@ impl Saga {
             let (steps, receiver) = (Arc::clone(&steps), Arc::clone(&receiver));
             tokio::spawn(async move {
                 while let Some(batch) = next_batch(&receiver, max_batch).await {
-                    steps.apply(batch).await;
+                    // A panic drops the batch's requests (their handlers see a transient
+                    // failure and are retried), not the committer.
+                    if AssertUnwindSafe(steps.apply(batch)).catch_unwind().await.is_err() {
+                        tracing::error!(
+                            "a saga committer panicked applying a group; its events will be retried"
+                        );
+                    }
                 }
             });
         }
@@ -184,201 +186,116 @@ async fn next_batch(receiver: &Mutex<mpsc::Receiver<Request>>, max: usize) -> Op
 }
 
 impl Steps {
-    /// Applies `batch` in one transaction and answers each request. When a step fails,
-    /// nothing of the group is kept: that step is applied alone (and answered with its
-    /// own outcome) and the others are tried again as a group. When the group fails
-    /// outside its steps (the connection, the commit), each step is applied alone.
-    async fn apply(&self, mut batch: Vec<Request>) {
-        while batch.len() > 1 {
-            let requests: Vec<&Request> = batch.iter().collect();
+    /// Applies `batch` in groups without two events of one order, and answers each
+    /// request (see the [module docs](self) for what happens on a failure).
+    async fn apply(&self, batch: Vec<Request>) {
+        let mut groups: VecDeque<Vec<Request>> = by_order(batch).into();
+        while let Some(mut group) = groups.pop_front() {
+            if group.len() == 1 {
+                let request = group.remove(0);
+                let outcome = self.transaction(&[&request]).await.map_err(|(_, failure)| failure);
+                metrics::histogram!(BATCH_STEPS).record(1.0);
+                answer(request, outcome.map(|outcomes| outcomes.into_iter().next().flatten()));
+                continue;
+            }
+            let requests: Vec<&Request> = group.iter().collect();
             match self.transaction(&requests).await {
                 Ok(outcomes) => {
-                    metrics::histogram!(BATCH_STEPS).record(batch.len() as f64);
-                    for (request, outcome) in batch.into_iter().zip(outcomes) {
-                        count(outcome);
-                        let _ = request.reply.send(Ok(()));
+                    metrics::histogram!(BATCH_STEPS).record(group.len() as f64);
+                    for (request, outcome) in group.into_iter().zip(outcomes) {
+                        answer(request, Ok(outcome));
                     }
-                    return;
+                }
+                Err((_, failure)) if failure.is_unavailable() => {
+                    let reason = failure.to_string();
+                    for request in group {
+                        answer(request, Err(Failure::unavailable(reason.clone())));
+                    }
                 }
                 Err((Some(failed), failure)) => {
-                    tracing::debug!(steps = batch.len(), %failure, "a saga step failed in a group; applying it alone");
-                    let request = batch.remove(failed);
-                    self.apply_alone(request).await;
+                    tracing::debug!(steps = group.len(), %failure, "a saga step failed in a group; applying it alone");
+                    let request = group.remove(failed);
+                    groups.push_front(group);
+                    groups.push_front(vec![request]);
                 }
                 Err((None, failure)) => {
-                    tracing::debug!(steps = batch.len(), %failure, "a group of saga steps failed; applying each alone");
-                    break;
+                    tracing::debug!(steps = group.len(), %failure, "a group of saga steps failed; halving it");
+                    let second = group.split_off(group.len() / 2);
+                    groups.push_front(second);
+                    groups.push_front(group);
                 }
             }
         }
-        for request in batch {
-            self.apply_alone(request).await;
-        }
     }
 
-    /// Applies one step in a transaction of its own and answers with its outcome.
-    async fn apply_alone(&self, request: Request) {
-        let outcome = self.transaction(&[&request]).await;
-        metrics::histogram!(BATCH_STEPS).record(1.0);
-        let _ = request.reply.send(match outcome {
-            Ok(outcomes) => {
-                outcomes.into_iter().for_each(count);
-                Ok(())
-            }
-            Err((_, failure)) => Err(failure),
-        });
-    }
-
-    /// One transaction applying the steps of `requests` in their order: the stock rows
-    /// they may change locked first, then each step with its inbox claim and outbox rows.
-    /// The outcome to count of each step, once committed; or the failure, with the index
-    /// of the step that failed (none when the group failed outside its steps).
+    /// One transaction applying the steps of `requests` in their order. The outcome to
+    /// count of each step, once committed; or the failure, with the index of the step
+    /// that failed (none when the group's reads or writes failed).
     async fn transaction(
         &self,
         requests: &[&Request],
     ) -> Result<Vec<Option<&'static str>>, (Option<usize>, Failure)> {
         let mut client = self.pool.get().await.map_err(|e| (None, Failure::unavailable(e)))?;
         let tx = client.transaction().await.map_err(|e| (None, db(e)))?;
-        lock_stock(&tx, requests).await.map_err(|failure| (None, failure))?;
+        let mut state = self.read(&tx, requests).await.map_err(|failure| (None, failure))?;
+        let mut writes = Writes::default();
+        let mut messages = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
-            let step = self.step(&tx, &request.event).instrument(request.span.clone()).await;
-            outcomes.push(step.map_err(|failure| (Some(index), failure))?);
+            let (metadata, event) = &request.event;
+            let Step { commands, outcome } = state
+                .step(&metadata.event_id.to_string(), event, &mut writes)
+                .map_err(|failure| (Some(index), failure))?;
+            // The commands carry the trace of their event's handling on.
+            request.span.in_scope(|| {
+                messages.extend(commands.into_iter().map(|command| self.command(metadata, event, command)));
+            });
+            outcomes.push(outcome);
         }
+        write(&tx, &writes, &messages).await.map_err(|e| (None, db(e)))?;
         tx.commit().await.map_err(|e| (None, db(e)))?;
         Ok(outcomes)
     }
 
-    /// One event's step inside `tx`: its inbox row, its effect and its commands' outbox
-    /// rows; nothing when the inbox says it was handled before.
-    async fn step(
-        &self,
-        tx: &Transaction<'_>,
-        (metadata, event): &Event,
-    ) -> Result<Option<&'static str>, Failure> {
-        let id = metadata.event_id.to_string();
-        if !orders_consumer::inbox::claim(tx, &self.consumer, &id).await.map_err(consumer)? {
-            return Ok(None); // handled before: its effect and commands are there
-        }
-        let order = event.order_id.as_uuid();
-        let Step { commands, outcome } = match &event.payload {
-            OrderEventPayload::Created { items, .. } => {
-                let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
-                for item in items {
-                    *wanted.entry(item.sku.as_str()).or_default() += i64::from(item.quantity);
+    /// What the steps of `requests` decide on, read in one round trip: their events'
+    /// inbox claims, the stock rows they may change (locked in SKU order), and the
+    /// lines their orders hold reserved (locked).
+    async fn read(&self, tx: &Transaction<'_>, requests: &[&Request]) -> Result<State, Failure> {
+        let ids: Vec<String> = requests.iter().map(|r| r.event.0.event_id.to_string()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut skus: BTreeSet<&str> = BTreeSet::new();
+        let (mut orders, mut settled): (Vec<Uuid>, Vec<Uuid>) = (Vec::new(), Vec::new());
+        for Request { event: (_, event), .. } in requests {
+            let order = event.order_id.as_uuid();
+            match &event.payload {
+                OrderEventPayload::Created { items, .. } => skus.extend(items.iter().map(|i| i.sku.as_str())),
+                OrderEventPayload::Paid { .. } => orders.push(order),
+                OrderEventPayload::Shipped { .. } | OrderEventPayload::Cancelled { .. } => {
+                    orders.push(order);
+                    settled.push(order);
                 }
-                self.reserve(tx, order, &wanted).await?
             }
-            OrderEventPayload::Paid { .. } => self.ship(tx, order).await?,
-            OrderEventPayload::Shipped { .. } => {
-                self.settle(tx, order, "shipped", include_str!("sql/ship_stock.sql")).await?
-            }
-            OrderEventPayload::Cancelled { .. } => {
-                self.settle(tx, order, "released", include_str!("sql/release_stock.sql")).await?
-            }
-        };
-        let messages: Vec<OutboxMessage> =
-            commands.into_iter().map(|command| self.command(metadata, event, command)).collect();
-        orders_outbox::write(tx, &messages.iter().collect::<Vec<_>>()).await.map_err(db)?;
-        Ok(outcome)
-    }
-
-    /// Reserves every tracked line of `wanted`, or none and answers `CancelOrder`.
-    async fn reserve(
-        &self,
-        tx: &Transaction<'_>,
-        order: Uuid,
-        wanted: &BTreeMap<&str, i64>,
-    ) -> Result<Step, Failure> {
-        let skus: Vec<&str> = wanted.keys().copied().collect();
+        }
+        let skus: Vec<&str> = skus.into_iter().collect();
         let lock = tx.prepare_cached(include_str!("sql/lock_stock.sql")).await.map_err(db)?;
-        let tracked: Vec<(String, i64)> =
-            tx.query(&lock, &[&skus]).await.map_err(db)?.iter().map(|r| (r.get(0), r.get(1))).collect();
-        if tracked.is_empty() {
-            return Ok(Step::NONE); // not this warehouse's order
-        }
-        let short: Vec<String> = tracked
-            .iter()
-            .filter_map(|(sku, available)| {
-                let want = wanted.get(sku.as_str()).copied().unwrap_or(0);
-                (want > *available).then(|| format!("{sku} (wanted {want}, available {available})"))
-            })
-            .collect();
-        if !short.is_empty() {
-            let reason = format!("out of stock: {}", short.join(", "));
-            self.outcome(tx, order, "cancel requested", &reason).await?;
-            let reason =
-                CancelReason::new(truncate(&reason, CancelReason::MAX_LEN)).map_err(Failure::permanent)?;
-            return Ok(Step {
-                commands: vec![OrderCommand::Cancel(CancelOrder::new(reason))],
-                outcome: Some("out_of_stock"),
-            });
-        }
-        let reserve = tx.prepare_cached(include_str!("sql/reserve.sql")).await.map_err(db)?;
-        let insert = tx.prepare_cached(include_str!("sql/insert_reservation.sql")).await.map_err(db)?;
-        for (sku, _) in &tracked {
-            let quantity = wanted.get(sku.as_str()).copied().unwrap_or(0);
-            tx.execute(&reserve, &[sku, &quantity]).await.map_err(db)?;
-            tx.execute(&insert, &[&order, sku, &quantity]).await.map_err(db)?;
-        }
-        let detail = tracked.iter().map(|(sku, _)| sku.as_str()).collect::<Vec<_>>().join(", ");
-        self.outcome(tx, order, "reserved", &detail).await?;
-        Ok(Step { commands: Vec::new(), outcome: Some("reserved") })
-    }
-
-    /// Creates the shipment of a reserved order and answers `ShipOrder`.
-    async fn ship(&self, tx: &Transaction<'_>, order: Uuid) -> Result<Step, Failure> {
         let lines = tx.prepare_cached(include_str!("sql/reserved_lines.sql")).await.map_err(db)?;
-        if tx.query(&lines, &[&order]).await.map_err(db)?.is_empty() {
-            return Ok(Step::NONE); // nothing of this warehouse to ship
+        let (lock_params, lines_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+            ([&skus, &settled], [&orders]);
+        // Sent together: one round trip.
+        let (claimed, stock, reserved) = tokio::try_join!(
+            orders_consumer::inbox::claim_all(tx, &self.consumer, &ids).map_err(consumer),
+            tx.query(&lock, &lock_params).map_err(db),
+            tx.query(&lines, &lines_params).map_err(db),
+        )?;
+        let mut state = State {
+            claimed,
+            available: stock.iter().map(|row| (row.get(0), row.get(1))).collect(),
+            ..State::default()
+        };
+        for row in &reserved {
+            state.reserved.entry(row.get(0)).or_default().push((row.get(1), row.get(2)));
         }
-        // Random (v4), not time-ordered (v7): a v7 prefix repeats within a millisecond.
-        let shipment_id = format!("SHP-{}", Uuid::new_v4().simple());
-        let tracking = format!("TRK{}", Uuid::new_v4().simple().to_string()[..20].to_uppercase());
-        let insert = tx.prepare_cached(include_str!("sql/insert_shipment.sql")).await.map_err(db)?;
-        tx.execute(&insert, &[&order, &shipment_id, &tracking]).await.map_err(db)?;
-        self.outcome(tx, order, "shipment requested", &shipment_id).await?;
-        let command = ShipOrder::new(
-            ShipmentId::new(shipment_id).map_err(Failure::permanent)?,
-            TrackingNumber::new(tracking).map_err(Failure::permanent)?,
-        );
-        Ok(Step { commands: vec![OrderCommand::Ship(command)], outcome: Some("shipment_requested") })
-    }
-
-    /// Moves the order's reserved units to `state`, adjusting stock with `stock_sql`.
-    async fn settle(
-        &self,
-        tx: &Transaction<'_>,
-        order: Uuid,
-        state: &'static str,
-        stock_sql: &str,
-    ) -> Result<Step, Failure> {
-        let lines = tx.prepare_cached(include_str!("sql/reserved_lines.sql")).await.map_err(db)?;
-        let settle = tx.prepare_cached(include_str!("sql/settle_reservation.sql")).await.map_err(db)?;
-        let stock = tx.prepare_cached(stock_sql).await.map_err(db)?;
-        let reserved: Vec<(String, i64)> =
-            tx.query(&lines, &[&order]).await.map_err(db)?.iter().map(|r| (r.get(0), r.get(1))).collect();
-        for (sku, quantity) in &reserved {
-            tx.execute(&settle, &[&order, sku, &state]).await.map_err(db)?;
-            tx.execute(&stock, &[sku, quantity]).await.map_err(db)?;
-        }
-        if reserved.is_empty() {
-            return Ok(Step::NONE);
-        }
-        self.outcome(tx, order, state, "").await?;
-        Ok(Step { commands: Vec::new(), outcome: Some(state) })
-    }
-
-    async fn outcome(
-        &self,
-        tx: &Transaction<'_>,
-        order: Uuid,
-        outcome: &str,
-        detail: &str,
-    ) -> Result<(), Failure> {
-        let record = tx.prepare_cached(include_str!("sql/record_outcome.sql")).await.map_err(db)?;
-        tx.execute(&record, &[&order, &outcome, &detail]).await.map_err(db)?;
-        Ok(())
+        Ok(state)
     }
 
     /// The outbox row of `command`, caused by the event.
@@ -404,34 +321,90 @@ impl Steps {
     }
 }
 
-/// Counts a committed step's outcome.
-fn count(outcome: Option<&'static str>) {
-    if let Some(outcome) = outcome {
-        metrics::counter!(OUTCOMES, "outcome" => outcome).increment(1);
+/// Writes a group's rows: one set-based statement per table that changes (sent
+/// together, without waiting for each answer) and the outbox rows of its commands.
+async fn write(
+    tx: &Transaction<'_>,
+    writes: &Writes,
+    messages: &[OutboxMessage],
+) -> Result<(), tokio_postgres::Error> {
+    let Writes { stock, reservations, settled, shipments, outcomes } = writes;
+    let stock_skus: Vec<&str> = stock.keys().map(String::as_str).collect();
+    let available: Vec<i64> = stock.values().map(|c| c.available).collect();
+    let reserved: Vec<i64> = stock.values().map(|c| c.reserved).collect();
+    let shipped: Vec<i64> = stock.values().map(|c| c.shipped).collect();
+    let (reservation_orders, reservation_skus, quantities) =
+        unzip3(reservations.iter().map(|(o, s, q)| (*o, s.as_str(), *q)));
+    let (settled_orders, settled_skus, states) =
+        unzip3(settled.iter().map(|(o, s, state)| (*o, s.as_str(), *state)));
+    let (shipment_orders, shipment_ids, tracking) =
+        unzip3(shipments.iter().map(|(o, id, t)| (*o, id.as_str(), t.as_str())));
+    let (outcome_orders, outcome_names, details) =
+        unzip3(outcomes.iter().map(|(o, name, detail)| (*o, *name, detail.as_str())));
+    let statements = [
+        include_str!("sql/change_stock.sql"),
+        include_str!("sql/insert_reservations.sql"),
+        include_str!("sql/settle_reservations.sql"),
+        include_str!("sql/insert_shipments.sql"),
+        include_str!("sql/record_outcomes.sql"),
+    ];
+    let mut prepared = Vec::with_capacity(statements.len());
+    for sql in statements {
+        prepared.push(tx.prepare_cached(sql).await?);
     }
+    let params: [(bool, Vec<&(dyn ToSql + Sync)>); 5] = [
+        (stock.is_empty(), vec![&stock_skus, &available, &reserved, &shipped]),
+        (reservations.is_empty(), vec![&reservation_orders, &reservation_skus, &quantities]),
+        (settled.is_empty(), vec![&settled_orders, &settled_skus, &states]),
+        (shipments.is_empty(), vec![&shipment_orders, &shipment_ids, &tracking]),
+        (outcomes.is_empty(), vec![&outcome_orders, &outcome_names, &details]),
+    ];
+    let rows = futures::future::try_join_all(
+        prepared
+            .iter()
+            .zip(&params)
+            .filter(|(_, (empty, _))| !empty)
+            .map(|(statement, (_, params))| tx.execute(statement, params)),
+    );
+    let messages: Vec<&OutboxMessage> = messages.iter().collect();
+    tokio::try_join!(rows, orders_outbox::write(tx, &messages))?;
+    Ok(())
 }
 
-/// Locks, in SKU order, every tracked stock row the steps of `requests` may change:
-/// the lines of the created orders, the reservations of those shipped or cancelled.
-async fn lock_stock(tx: &Transaction<'_>, requests: &[&Request]) -> Result<(), Failure> {
-    let mut skus: BTreeSet<&str> = BTreeSet::new();
-    let mut settled: Vec<Uuid> = Vec::new();
-    for Request { event: (_, event), .. } in requests {
-        match &event.payload {
-            OrderEventPayload::Created { items, .. } => skus.extend(items.iter().map(|i| i.sku.as_str())),
-            OrderEventPayload::Shipped { .. } | OrderEventPayload::Cancelled { .. } => {
-                settled.push(event.order_id.as_uuid());
-            }
-            OrderEventPayload::Paid { .. } => {}
+fn unzip3<A, B, C>(items: impl Iterator<Item = (A, B, C)>) -> (Vec<A>, Vec<B>, Vec<C>) {
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for (x, y, z) in items {
+        a.push(x);
+        b.push(y);
+        c.push(z);
+    }
+    (a, b, c)
+}
+
+/// Splits `batch` into groups in which no order has two events, keeping each order's
+/// events in their order (a later one goes to a later group).
+fn by_order(batch: Vec<Request>) -> Vec<Vec<Request>> {
+    let mut groups: Vec<(HashSet<OrderId>, Vec<Request>)> = Vec::new();
+    for request in batch {
+        let order = request.event.1.order_id;
+        let after = groups.iter().rposition(|(orders, _)| orders.contains(&order)).map_or(0, |last| last + 1);
+        if after == groups.len() {
+            groups.push((HashSet::new(), Vec::new()));
         }
+        groups[after].0.insert(order);
+        groups[after].1.push(request);
     }
-    if skus.is_empty() && settled.is_empty() {
-        return Ok(());
-    }
-    let skus: Vec<&str> = skus.into_iter().collect();
-    let lock = tx.prepare_cached(include_str!("sql/lock_batch_stock.sql")).await.map_err(db)?;
-    tx.query(&lock, &[&skus, &settled]).await.map_err(db)?;
-    Ok(())
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+/// Answers a request: its outcome counted once committed.
+fn answer(request: Request, outcome: Result<Option<&'static str>, Failure>) {
+    let outcome = outcome.map(|outcome| {
+        if let Some(outcome) = outcome {
+            metrics::counter!(OUTCOMES, "outcome" => outcome).increment(1);
+        }
+    });
+    let _ = request.reply.send(outcome);
 }
 
 fn decode(record: &Record) -> Result<Decoded<Event>, String> {
@@ -459,15 +432,4 @@ fn consumer(error: orders_consumer::Error) -> Failure {
         orders_consumer::Error::Pool(e) => Failure::unavailable(e),
         other => Failure::transient(other),
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

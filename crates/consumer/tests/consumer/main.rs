@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
 
 use helpers::{Effects, Script, Scripted, World, eventually, header, keys, payload, read};
 use orders_consumer::{Retry, Selection, Settings, dead_letter::header as dlq};
+use orders_testkit::postgres::TestDatabase;
 use rdkafka::Message as _;
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -314,4 +315,30 @@ async fn a_shutdown_while_the_database_is_down_is_clean() {
     token.cancel();
     let outcome = tokio::time::timeout(DEADLINE, running).await.expect("stops in time").expect("no panic");
     assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+/// `inbox::claim_all` claims a set of ids in one statement: the ids new to the inbox
+/// (one given twice counted once), none that `claim` or an earlier `claim_all` took,
+/// and nothing when the transaction rolls back.
+#[tokio::test]
+async fn claim_all_answers_the_ids_claimed_now() {
+    let db = TestDatabase::create().await;
+    orders_consumer::Store::new(db.pool().clone(), "claims").migrate().await.expect("migrate");
+    let mut client = db.pool().get().await.expect("connection");
+    let tx = client.transaction().await.expect("begin");
+    assert!(orders_consumer::inbox::claim(&tx, "claims", "a").await.expect("claim"));
+    let claimed =
+        orders_consumer::inbox::claim_all(&tx, "claims", &["a", "b", "c", "b"]).await.expect("claim");
+    assert_eq!(claimed, ["b", "c"].map(String::from).into(), "a was claimed before; b once");
+    tx.commit().await.expect("commit");
+    let tx = client.transaction().await.expect("begin");
+    let claimed = orders_consumer::inbox::claim_all(&tx, "claims", &["c", "d"]).await.expect("claim");
+    assert_eq!(claimed, ["d"].map(String::from).into());
+    tx.rollback().await.expect("rollback");
+    let tx = client.transaction().await.expect("begin");
+    let claimed = orders_consumer::inbox::claim_all(&tx, "claims", &["d"]).await.expect("claim");
+    assert_eq!(claimed, ["d"].map(String::from).into(), "the rolled-back claim of d is not kept");
+    let other = orders_consumer::inbox::claim_all(&tx, "another", &["a"]).await.expect("claim");
+    assert_eq!(other, ["a"].map(String::from).into(), "each consumer has its own inbox");
+    assert!(orders_consumer::inbox::claim_all(&tx, "claims", &[]).await.expect("claim").is_empty());
 }

@@ -1,1 +1,5 @@
-SELECT sku, quantity FROM reservations WHERE order_id = $1 AND state = 'reserved' ORDER BY sku FOR UPDATE
+-- The lines the group's orders ($1) hold reserved, locked.
+SELECT order_id, sku, quantity FROM reservations
+WHERE order_id = ANY($1::uuid[]) AND state = 'reserved'
+ORDER BY order_id, sku
+FOR UPDATE

@@ -1,1 +1,0 @@
-INSERT INTO reservations (order_id, sku, quantity, state) VALUES ($1, $2, $3, 'reserved')
