@@ -18,18 +18,24 @@
 //! - **Poison goes to the dead-letter topic.** A message that does not decode, or whose
 //!   order's history is unusable, is produced to the dead-letter topic with its
 //!   original key and bytes and the reason and origin in headers; the consumer goes on.
-//! - **Order per order.** One loop handles messages one at a time; `order-commands` is
-//!   keyed by order id, so one order's commands are applied in the order sent.
+//! - **Order per order, orders at once.** The loop takes what is waiting, up to its
+//!   concurrency, and applies the commands of different orders concurrently (their
+//!   appends share the event store's group commits) and one order's commands one after
+//!   the other, in the order sent (`order-commands` is keyed by order id). The offsets
+//!   of such a chunk are committed once all of it is done; a command that waits for a
+//!   retry holds its chunk (as it held its partition when the loop took one message
+//!   at a time).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
+use futures::{FutureExt as _, future::join_all};
 use orders_events::{CommandMessage, OrderCommand, decode_command};
 use orders_eventstore::IdempotencyRecord;
 use orders_runtime::{CancellationToken, kafka::KafkaArgs};
 use rdkafka::{
-    Message,
+    Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
     message::{BorrowedMessage, Header, Headers as _, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
@@ -66,6 +72,8 @@ pub struct CommandConsumer {
     consumer: StreamConsumer,
     producer: FutureProducer,
     topics: Topics,
+    /// Most commands in one chunk.
+    concurrency: usize,
 }
 
 impl std::fmt::Debug for CommandConsumer {
@@ -121,13 +129,19 @@ fn consume_span(message: &BorrowedMessage<'_>) -> tracing::Span {
 }
 
 impl CommandConsumer {
-    /// A consumer in `topics.group`, not yet subscribed.
-    pub fn new(commands: Commands, kafka: &KafkaArgs, topics: Topics) -> anyhow::Result<Self> {
+    /// A consumer in `topics.group`, not yet subscribed, applying up to `concurrency`
+    /// commands of different orders at once.
+    pub fn new(
+        commands: Commands,
+        kafka: &KafkaArgs,
+        topics: Topics,
+        concurrency: usize,
+    ) -> anyhow::Result<Self> {
         let consumer: StreamConsumer =
             kafka.consumer_config(&topics.group).create().context("creating the order-commands consumer")?;
         let producer: FutureProducer =
             kafka.producer_config().create().context("creating the dead-letter producer")?;
-        Ok(Self { commands, consumer, producer, topics })
+        Ok(Self { commands, consumer, producer, topics, concurrency: concurrency.max(1) })
     }
 
     /// Consumes until `token` is cancelled.
@@ -138,27 +152,60 @@ impl CommandConsumer {
         }
         self.consumer.subscribe(&[&self.topics.commands]).context("subscribing to order-commands")?;
         loop {
-            let message = tokio::select! {
+            let first = tokio::select! {
                 () = token.cancelled() => break,
                 received = self.consumer.recv() => received,
             };
-            let message = match message {
-                Ok(message) => message,
+            let mut chunk = match first {
+                Ok(message) => vec![message],
                 Err(e) => {
                     tracing::warn!(error = %e, "receiving from order-commands failed");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
-            let span = consume_span(&message);
-            let Some(handled) = self.handle(&message, &token).instrument(span).await else { break };
-            metrics::counter!("order_commands_total", "outcome" => handled.label()).increment(1);
-            if let Err(e) = self.consumer.commit_message(&message, CommitMode::Async) {
-                tracing::warn!(error = %e, "committing the offset failed; the command may be redelivered");
+            // And whatever else is waiting already.
+            while chunk.len() < self.concurrency {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => chunk.push(message),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "receiving from order-commands failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if self.handle_chunk(&chunk, &token).await.is_none() {
+                break; // shutdown: the chunk is not committed (redelivered, applied once)
+            }
+            if let Err(e) = self.consumer.commit(&next_offsets(&chunk), CommitMode::Async) {
+                tracing::warn!(error = %e, "committing the offsets failed; the commands may be redelivered");
             }
         }
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Handles a chunk: each order's messages one after the other, in offset order,
+    /// different orders concurrently. `None` when shutdown interrupted it.
+    async fn handle_chunk(&self, chunk: &[BorrowedMessage<'_>], token: &CancellationToken) -> Option<()> {
+        let mut by_key: Vec<Vec<&BorrowedMessage<'_>>> = Vec::new();
+        let mut index: HashMap<Option<&[u8]>, usize> = HashMap::new();
+        for message in chunk {
+            let at = *index.entry(message.key()).or_insert_with(|| {
+                by_key.push(Vec::new());
+                by_key.len() - 1
+            });
+            by_key[at].push(message);
+        }
+        let runs = by_key.into_iter().map(|messages| async move {
+            for message in messages {
+                let handled = self.handle(message, token).instrument(consume_span(message)).await?;
+                metrics::counter!("order_commands_total", "outcome" => handled.label()).increment(1);
+            }
+            Some(())
+        });
+        join_all(runs).await.into_iter().collect()
     }
 
     /// Handles one message; `None` when shutdown interrupted it (not committed).
@@ -284,4 +331,20 @@ impl CommandConsumer {
             _ = sent => Some(Handled::DeadLettered),
         }
     }
+}
+
+/// The offsets to commit once every message of `chunk` is done: per partition, the one
+/// after its last message.
+fn next_offsets(chunk: &[BorrowedMessage<'_>]) -> TopicPartitionList {
+    let mut last: HashMap<(&str, i32), i64> = HashMap::new();
+    for message in chunk {
+        let offset = last.entry((message.topic(), message.partition())).or_insert(message.offset());
+        *offset = (*offset).max(message.offset());
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in last {
+        // Only fails for an offset rdkafka cannot represent; not one read from a partition.
+        let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset + 1));
+    }
+    list
 }

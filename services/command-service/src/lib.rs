@@ -137,6 +137,11 @@ pub struct Config {
     #[arg(long, env = "CONSUMER_GROUP", default_value = "command-service")]
     pub consumer_group: String,
 
+    /// At most this many commands from order-commands applied at once (different
+    /// orders; one order's commands always one after the other, in order).
+    #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub consumer_concurrency: u16,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
@@ -210,6 +215,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
             dead_letter: config.dead_letter_topic.clone(),
             group: config.consumer_group.clone(),
         },
+        usize::from(config.consumer_concurrency),
     )?;
     rt.spawn("order-commands consumer", |token| consumer.run(token));
     rt.spawn("idempotency purge", |token| purge_expired(store, token));

@@ -153,3 +153,48 @@ async fn a_command_that_loses_its_races_is_retried_not_recorded_as_refused() {
         .await;
     assert_eq!(refused, 0, "a lost race is not a refusal");
 }
+
+/// Commands of different orders waiting on the topic are applied at once, their
+/// appends sharing the event store's group commits (4 committers): with the events
+/// table locked, the commands produced meanwhile queue up, and once it is free the 30
+/// cancellations commit in fewer transactions than there are orders (one at a time,
+/// each had a transaction of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_of_different_orders_are_applied_at_once() {
+    const ORDERS: usize = 30;
+    let app = spawn_app().await;
+    let mut orders = Vec::new();
+    for _ in 0..ORDERS {
+        orders.push(app.create_order().await);
+    }
+    let mut holder = orders_testkit::postgres::connect(app.db.url()).await;
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE events IN EXCLUSIVE MODE").await.unwrap();
+    let producer: FutureProducer = app.kafka.client_config().create().unwrap();
+    let commands: Vec<(&String, Vec<u8>)> =
+        orders.iter().map(|order| (order, cancel(order, Uuid::now_v7()))).collect();
+    let sends = commands.iter().map(|(order, bytes)| {
+        producer.send(
+            FutureRecord::to(&app.commands_topic).key(order.as_str()).payload(bytes),
+            Duration::from_secs(10),
+        )
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).unwrap();
+    }
+    wait_until("an append waits for the events table", || async {
+        app.count(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    hold.commit().await.unwrap();
+    for order in &orders {
+        wait_for_events(&app, order, 2).await;
+    }
+    let transactions =
+        app.count("SELECT count(DISTINCT recorded_at) FROM events WHERE event_type = 'OrderCancelled'").await;
+    assert!(transactions < ORDERS as i64, "{ORDERS} cancellations in {transactions} transactions");
+}
