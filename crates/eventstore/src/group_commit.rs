@@ -119,18 +119,10 @@ impl Committer {
     }
 }
 
-/// Waits for one request, then takes those already queued behind it.
+/// The next batch of requests, with the queue's length after it in a gauge.
 async fn next_batch(receiver: &Mutex<mpsc::Receiver<Request>>, max: usize) -> Option<Vec<Request>> {
-    let mut receiver = receiver.lock().await;
-    let first = receiver.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match receiver.try_recv() {
-            Ok(request) => batch.push(request),
-            Err(_) => break,
-        }
-    }
-    metrics::gauge!("eventstore_group_commit_queued").set(receiver.len() as f64);
+    let (batch, queued) = orders_postgres::group_commit::next_batch(receiver, max).await?;
+    metrics::gauge!("eventstore_group_commit_queued").set(queued as f64);
     Some(batch)
 }
 

@@ -15,6 +15,8 @@
 //!   waiting for and recycling connections, so that a database that is down makes
 //!   callers fail fast instead of hang; [`connect`] opens one dedicated connection the
 //!   same way.
+//! - [`group_commit::next_batch`]: the queue in front of committers that share
+//!   transactions among the requests waiting for them.
 //! - [`describe`] and [`classify`]: what a `tokio_postgres::Error` says (its own
 //!   `Display` says only "db error") and what to do about it: retry ([`Failure::Transient`]),
 //!   treat as a lost race ([`Failure::UniqueViolation`]) or give up ([`Failure::Permanent`]);
@@ -35,6 +37,7 @@
 //! ```
 
 mod error;
+pub mod group_commit;
 mod migrate;
 mod pool;
 mod tls;

@@ -44,6 +44,7 @@ use orders_consumer::{Decoded, Failure, Record, Router};
 use orders_domain::{OrderEvent, OrderEventPayload, OrderId};
 use orders_events::{CommandMessage, CommandMetadata, EventMetadata, OrderCommand};
 use orders_outbox::OutboxMessage;
+use orders_postgres::group_commit::next_batch;
 use plan::{State, Step, Writes};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -125,7 +126,7 @@ impl Saga {
         for _ in 0..committers {
             let (steps, receiver) = (Arc::clone(&steps), Arc::clone(&receiver));
             tokio::spawn(async move {
-                while let Some(batch) = next_batch(&receiver, max_batch).await {
+                while let Some((batch, _)) = next_batch(&receiver, max_batch).await {
                     // A panic drops the batch's requests (their handlers see a transient
                     // failure and are retried), not the committer.
                     if AssertUnwindSafe(steps.apply(batch)).catch_unwind().await.is_err() {
@@ -169,20 +170,6 @@ impl Saga {
         // A committer answers every request it takes, even when its step fails.
         outcome.await.unwrap_or_else(|_| Err(Failure::transient("the saga's committer went away")))
     }
-}
-
-/// Waits for one request, then takes those already queued behind it, up to `max`.
-async fn next_batch(receiver: &Mutex<mpsc::Receiver<Request>>, max: usize) -> Option<Vec<Request>> {
-    let mut receiver = receiver.lock().await;
-    let first = receiver.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match receiver.try_recv() {
-            Ok(request) => batch.push(request),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
 }
 
 impl Steps {
