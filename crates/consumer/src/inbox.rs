@@ -27,11 +27,15 @@ pub async fn claim(client: &impl GenericClient, consumer: &str, id: &str) -> Res
 
 /// Claims every id of `ids` for `consumer` inside the caller's transaction, with one
 /// statement; answers the ids claimed now (first time: apply their effects). An id
-/// given twice is claimed once: apply its effect once.
+/// given twice is claimed once: apply its effect once. The ids are claimed in their
+/// sort order, so two transactions claiming overlapping sets wait for each other
+/// instead of deadlocking.
 pub async fn claim_all(client: &impl GenericClient, consumer: &str, ids: &[&str]) -> Result<HashSet<String>> {
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
     let statement = client.prepare_cached(include_str!("sql/inbox_claim_all.sql")).await?;
     let rows = client.query(&statement, &[&consumer, &ids]).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())

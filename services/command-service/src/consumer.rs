@@ -22,11 +22,15 @@
 //!   concurrency, and applies the commands of different orders concurrently (their
 //!   appends share the event store's group commits) and one order's commands one after
 //!   the other, in the order sent (`order-commands` is keyed by order id). The offsets
-//!   of such a chunk are committed once all of it is done; a command that waits for a
-//!   retry holds its chunk (as it held its partition when the loop took one message
-//!   at a time).
+//!   of such a chunk are committed once all of it is done (at shutdown, each
+//!   partition's up to its first command not done); a command that waits for a retry
+//!   holds its chunk (as it held its partition when the loop took one message at a
+//!   time).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
@@ -175,11 +179,16 @@ impl CommandConsumer {
                     None => break,
                 }
             }
-            if self.handle_chunk(&chunk, &token).await.is_none() {
-                break; // shutdown: the chunk is not committed (redelivered, applied once)
-            }
-            if let Err(e) = self.consumer.commit(&next_offsets(&chunk), CommitMode::Async) {
+            let done = self.handle_chunk(&chunk, &token).await;
+            let read = chunk.iter().map(|m| (m.topic(), m.partition(), m.offset()));
+            let offsets = next_offsets(read, &done);
+            if offsets.count() > 0
+                && let Err(e) = self.consumer.commit(&offsets, CommitMode::Async)
+            {
                 tracing::warn!(error = %e, "committing the offsets failed; the commands may be redelivered");
+            }
+            if done.len() < chunk.len() {
+                break; // shutdown: what was not done is redelivered (and applied once)
             }
         }
         self.consumer.unsubscribe();
@@ -187,8 +196,13 @@ impl CommandConsumer {
     }
 
     /// Handles a chunk: each order's messages one after the other, in offset order,
-    /// different orders concurrently. `None` when shutdown interrupted it.
-    async fn handle_chunk(&self, chunk: &[BorrowedMessage<'_>], token: &CancellationToken) -> Option<()> {
+    /// different orders concurrently. The offsets of the messages done (all of them,
+    /// unless shutdown interrupted the chunk).
+    async fn handle_chunk(
+        &self,
+        chunk: &[BorrowedMessage<'_>],
+        token: &CancellationToken,
+    ) -> HashSet<(i32, i64)> {
         let mut by_key: Vec<Vec<&BorrowedMessage<'_>>> = Vec::new();
         let mut index: HashMap<Option<&[u8]>, usize> = HashMap::new();
         for message in chunk {
@@ -199,13 +213,18 @@ impl CommandConsumer {
             by_key[at].push(message);
         }
         let runs = by_key.into_iter().map(|messages| async move {
+            let mut done = Vec::new();
             for message in messages {
-                let handled = self.handle(message, token).instrument(consume_span(message)).await?;
+                let Some(handled) = self.handle(message, token).instrument(consume_span(message)).await
+                else {
+                    break;
+                };
                 metrics::counter!("order_commands_total", "outcome" => handled.label()).increment(1);
+                done.push((message.partition(), message.offset()));
             }
-            Some(())
+            done
         });
-        join_all(runs).await.into_iter().collect()
+        join_all(runs).await.into_iter().flatten().collect()
     }
 
     /// Handles one message; `None` when shutdown interrupted it (not committed).
@@ -333,18 +352,52 @@ impl CommandConsumer {
     }
 }
 
-/// The offsets to commit once every message of `chunk` is done: per partition, the one
-/// after its last message.
-fn next_offsets(chunk: &[BorrowedMessage<'_>]) -> TopicPartitionList {
-    let mut last: HashMap<(&str, i32), i64> = HashMap::new();
-    for message in chunk {
-        let offset = last.entry((message.topic(), message.partition())).or_insert(message.offset());
-        *offset = (*offset).max(message.offset());
+/// The offsets to commit after a chunk of messages `read` (topic, partition, offset):
+/// per partition, the one after the last message of the prefix of its messages (in
+/// offset order) that is `done`.
+fn next_offsets<'a>(
+    read: impl Iterator<Item = (&'a str, i32, i64)>,
+    done: &HashSet<(i32, i64)>,
+) -> TopicPartitionList {
+    // Per partition: the offset after the done prefix so far, and whether a message not
+    // done has ended the prefix.
+    let mut next: HashMap<(&str, i32), (Option<i64>, bool)> = HashMap::new();
+    for (topic, partition, offset) in read {
+        let (after, ended) = next.entry((topic, partition)).or_insert((None, false));
+        if *ended {
+            continue;
+        }
+        if done.contains(&(partition, offset)) {
+            *after = Some(offset + 1);
+        } else {
+            *ended = true;
+        }
     }
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), offset) in last {
-        // Only fails for an offset rdkafka cannot represent; not one read from a partition.
-        let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset + 1));
+    for ((topic, partition), (after, _)) in next {
+        if let Some(offset) = after {
+            // Only fails for an offset rdkafka cannot represent; not one read from a partition.
+            let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
+        }
     }
     list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_commits_up_to_its_first_message_not_done() {
+        let read = [("t", 0, 10), ("t", 1, 5), ("t", 0, 11), ("t", 1, 6), ("t", 0, 12), ("t", 2, 7)];
+        let done: HashSet<(i32, i64)> = [(0, 10), (0, 11), (1, 6), (2, 7)].into();
+        let offsets = next_offsets(read.into_iter(), &done);
+        let mut committed: Vec<(i32, Offset)> =
+            offsets.elements().iter().map(|e| (e.partition(), e.offset())).collect();
+        committed.sort_by_key(|(partition, _)| *partition);
+        // Partition 0: 10 and 11 done, 12 not; partition 1: 5 not done (6 waits for it).
+        assert_eq!(committed, [(0, Offset::Offset(12)), (2, Offset::Offset(8))]);
+        let all: HashSet<(i32, i64)> = read.iter().map(|(_, p, o)| (*p, *o)).collect();
+        assert_eq!(next_offsets(read.into_iter(), &all).count(), 3);
+    }
 }

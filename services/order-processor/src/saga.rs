@@ -21,12 +21,14 @@
 //! on purpose: a lone event is applied at once. Two events of one order never share a
 //! group (the later waits for the next).
 //!
-//! Each step keeps its own outcome: when a step of a group fails, nothing of the group
-//! is kept and that step is applied alone; when the group's statements fail, the group
-//! is split in halves tried again, down to single steps; when the database is
-//! unavailable, every step is answered so. Only a step's own failure is ever returned
-//! for it (and retried or dead-lettered by the consumer), and an event is
-//! acknowledged only after its group committed.
+//! Each step keeps its own outcome. When a step of a group fails, nothing of the group
+//! is kept and that step is applied alone; when the group's statements fail for good
+//! (a constraint, a trigger, a panic), the group is split in halves tried again, down
+//! to single steps, so only a step's own failure for good is ever returned for it
+//! (and dead-lettered by the consumer). A failure that is no step's fault (the
+//! database unavailable, a lock or statement timeout, a deadlock) is answered to every
+//! step of the group, each then retried by the consumer with backoff, as it would be
+//! alone. An event is acknowledged only after its group committed.
 //!
 //! Each step is counted in [`OUTCOMES`] once it committed.
 
@@ -159,7 +161,8 @@ impl Saga {
 
     /// Handles one event: its effect, its commands and its inbox row committed (with
     /// other events' steps, or alone); nothing when the inbox says it was handled
-    /// before.
+    /// before. A request a committer took is applied even when this future is dropped
+    /// meanwhile (the consumer's drain deadline); the inbox keeps that to one effect.
     #[tracing::instrument(skip_all, fields(order_id = %event.1.order_id, version = event.1.version))]
     pub async fn handle(&self, event: Event) -> Result<(), Failure> {
         let (reply, outcome) = oneshot::channel();
@@ -178,25 +181,30 @@ impl Steps {
     async fn apply(&self, batch: Vec<Request>) {
         let mut groups: VecDeque<Vec<Request>> = by_order(batch).into();
         while let Some(mut group) = groups.pop_front() {
-            if group.len() == 1 {
-                let request = group.remove(0);
-                let outcome = self.transaction(&[&request]).await.map_err(|(_, failure)| failure);
-                metrics::histogram!(BATCH_STEPS).record(1.0);
-                answer(request, outcome.map(|outcomes| outcomes.into_iter().next().flatten()));
-                continue;
-            }
             let requests: Vec<&Request> = group.iter().collect();
-            match self.transaction(&requests).await {
+            match self.try_transaction(&requests).await {
                 Ok(outcomes) => {
                     metrics::histogram!(BATCH_STEPS).record(group.len() as f64);
                     for (request, outcome) in group.into_iter().zip(outcomes) {
                         answer(request, Ok(outcome));
                     }
                 }
-                Err((_, failure)) if failure.is_unavailable() => {
+                Err((_, failure)) if group.len() == 1 => {
+                    let request = group.remove(0);
+                    answer(request, Err(failure));
+                }
+                // Not a step's fault (the database down, a lock or statement timeout, a
+                // deadlock): every step is answered so and retried by the consumer with
+                // backoff, as a step alone would be. Halving would repeat the wait.
+                Err((_, failure)) if failure.is_transient() => {
                     let reason = failure.to_string();
                     for request in group {
-                        answer(request, Err(Failure::unavailable(reason.clone())));
+                        let again = if failure.is_unavailable() {
+                            Failure::unavailable(reason.clone())
+                        } else {
+                            Failure::transient(reason.clone())
+                        };
+                        answer(request, Err(again));
                     }
                 }
                 Err((Some(failed), failure)) => {
@@ -213,6 +221,18 @@ impl Steps {
                 }
             }
         }
+    }
+
+    /// [`Self::transaction`], a panic in it a permanent failure of the group (halved
+    /// until the step that panics is alone, then dead-lettered).
+    async fn try_transaction(
+        &self,
+        requests: &[&Request],
+    ) -> Result<Vec<Option<&'static str>>, (Option<usize>, Failure)> {
+        AssertUnwindSafe(self.transaction(requests))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err((None, Failure::permanent("the saga panicked applying the event"))))
     }
 
     /// One transaction applying the steps of `requests` in their order. The outcome to
@@ -369,7 +389,9 @@ fn unzip3<A, B, C>(items: impl Iterator<Item = (A, B, C)>) -> (Vec<A>, Vec<B>, V
 }
 
 /// Splits `batch` into groups in which no order has two events, keeping each order's
-/// events in their order (a later one goes to a later group).
+/// events in their order (a later one goes to a later group). The consumer never hands
+/// over two events of one order at once, so this only guards the groups' reads (each
+/// step decides on what was read before its group).
 fn by_order(batch: Vec<Request>) -> Vec<Vec<Request>> {
     let mut groups: Vec<(HashSet<OrderId>, Vec<Request>)> = Vec::new();
     for request in batch {

@@ -3,7 +3,8 @@
 -- reserved by the orders shipped or cancelled ($2). Two groups never wait for each
 -- other in a cycle.
 SELECT sku, available FROM inventory
-WHERE sku = ANY($1::text[])
-   OR sku IN (SELECT sku FROM reservations WHERE order_id = ANY($2::uuid[]) AND state = 'reserved')
+WHERE sku = ANY($1::text[] || ARRAY(
+    SELECT sku FROM reservations WHERE order_id = ANY($2::uuid[]) AND state = 'reserved'
+))
 ORDER BY sku
 FOR UPDATE
