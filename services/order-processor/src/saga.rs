@@ -16,7 +16,7 @@
 //! applies them together in one transaction: it reads and locks what they decide on in
 //! one round trip (their inbox claims, the stock rows they may change in SKU order, so
 //! two groups never deadlock, and their orders' reservations), decides each step in
-//! memory in the group's order ([`plan`]), and writes the group's rows with one
+//! memory in the group's order (`saga::plan`), and writes the group's rows with one
 //! set-based statement per table and one commit (one WAL flush) for all. Nothing waits
 //! on purpose: a lone event is applied at once. Two events of one order never share a
 //! group (the later waits for the next).
