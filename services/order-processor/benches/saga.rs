@@ -177,7 +177,7 @@ async fn saga(
             .expect("stock");
     }
     let settings = Settings::new(&name, &[topic], kafka.client_config(), dlq);
-    let router = Saga::with_batching(db.pool().clone(), &name, commands, batching).router();
+    let router = Saga::new(db.pool().clone(), &name, commands, batching).router();
     let consumer = Consumer::new(settings, Store::new(db.pool().clone(), &name), router).expect("consumer");
     let token = CancellationToken::new();
     let running = tokio::spawn(consumer.run(token.clone()));

@@ -185,8 +185,7 @@ pub async fn build(config: Config, rt: &mut Runtime) -> anyhow::Result<SocketAdd
         }
     });
 
-    let saga =
-        Saga::with_batching(pool.clone(), &config.consumer_group, &config.commands_topic, config.batching());
+    let saga = Saga::new(pool.clone(), &config.consumer_group, &config.commands_topic, config.batching());
     let consumer = Consumer::new(
         config.consumer_settings(),
         Store::new(pool.clone(), &config.consumer_group),

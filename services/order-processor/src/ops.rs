@@ -130,8 +130,7 @@ async fn execute(config: &Config, command: &Command) -> anyhow::Result<ExitCode>
     let mut out = std::io::stdout().lock();
     let store = Store::new(pool.clone(), &config.consumer_group);
     let saga =
-        Saga::with_batching(pool.clone(), &config.consumer_group, &config.commands_topic, config.batching())
-            .router();
+        Saga::new(pool.clone(), &config.consumer_group, &config.commands_topic, config.batching()).router();
     let retry = config.consumer_settings().retry;
     match command {
         Command::Migrate => {

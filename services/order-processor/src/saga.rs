@@ -105,14 +105,10 @@ struct Steps {
 
 impl Saga {
     /// The saga on `pool` (migrated), claiming inbox ids as `consumer`, sending commands
-    /// to `commands_topic`, with the default [`Batching`].
-    pub fn new(pool: Pool, consumer: impl Into<String>, commands_topic: impl Into<String>) -> Self {
-        Self::with_batching(pool, consumer, commands_topic, Batching::default())
-    }
-
-    /// The saga with its steps grouped as `batching` says. Starts the committers (on
-    /// the current Tokio runtime); they stop once the saga and its router are dropped.
-    pub fn with_batching(
+    /// to `commands_topic`, its steps grouped as `batching` says. Starts the committers
+    /// (on the current Tokio runtime); they stop once the saga and its router are
+    /// dropped.
+    pub fn new(
         pool: Pool,
         consumer: impl Into<String>,
         commands_topic: impl Into<String>,
@@ -129,8 +125,9 @@ impl Saga {
             let (steps, receiver) = (Arc::clone(&steps), Arc::clone(&receiver));
             tokio::spawn(async move {
                 while let Some((batch, _)) = next_batch(&receiver, max_batch).await {
-                    // A panic drops the batch's requests (their handlers see a transient
-                    // failure and are retried), not the committer.
+                    // `try_transaction` turns a panic in a transaction into the group's
+                    // failure; one anywhere else drops the batch's requests (their
+                    // handlers see a transient failure and are retried), not the committer.
                     if AssertUnwindSafe(steps.apply(batch)).catch_unwind().await.is_err() {
                         tracing::error!(
                             "a saga committer panicked applying a group; its events will be retried"
@@ -244,15 +241,15 @@ impl Steps {
     ) -> Result<Vec<Option<&'static str>>, (Option<usize>, Failure)> {
         let mut client = self.pool.get().await.map_err(|e| (None, Failure::unavailable(e)))?;
         let tx = client.transaction().await.map_err(|e| (None, db(e)))?;
-        let mut state = self.read(&tx, requests).await.map_err(|failure| (None, failure))?;
+        let ids: Vec<String> = requests.iter().map(|r| r.event.0.event_id.to_string()).collect();
+        let mut state = self.read(&tx, requests, &ids).await.map_err(|failure| (None, failure))?;
         let mut writes = Writes::default();
         let mut messages = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
+        for (index, (request, id)) in requests.iter().zip(&ids).enumerate() {
             let (metadata, event) = &request.event;
-            let Step { commands, outcome } = state
-                .step(&metadata.event_id.to_string(), event, &mut writes)
-                .map_err(|failure| (Some(index), failure))?;
+            let Step { commands, outcome } =
+                state.step(id, event, &mut writes).map_err(|failure| (Some(index), failure))?;
             // The commands carry the trace of their event's handling on.
             request.span.in_scope(|| {
                 messages.extend(commands.into_iter().map(|command| self.command(metadata, event, command)));
@@ -265,10 +262,14 @@ impl Steps {
     }
 
     /// What the steps of `requests` decide on, read in one round trip: their events'
-    /// inbox claims, the stock rows they may change (locked in SKU order), and the
+    /// inbox claims (`ids`, the events' ids), the stock rows they may change (locked in SKU order), and the
     /// lines their orders hold reserved (locked).
-    async fn read(&self, tx: &Transaction<'_>, requests: &[&Request]) -> Result<State, Failure> {
-        let ids: Vec<String> = requests.iter().map(|r| r.event.0.event_id.to_string()).collect();
+    async fn read(
+        &self,
+        tx: &Transaction<'_>,
+        requests: &[&Request],
+        ids: &[String],
+    ) -> Result<State, Failure> {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let mut skus: BTreeSet<&str> = BTreeSet::new();
         let (mut orders, mut settled): (Vec<Uuid>, Vec<Uuid>) = (Vec::new(), Vec::new());
